@@ -1,0 +1,112 @@
+"""The application factory: routes, middleware, and the resources the app owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway.appkeys import RATE_LIMITER, REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.envelope import error_middleware
+from gateway.instances.api import routes as instance_routes
+from gateway.instances.registry import Registry
+from gateway.proxy import proxy
+from gateway.ratelimit import InstanceRateLimiter
+from gateway.relay.client import ProviderPool
+from gateway.relay.handler import routes as relay_routes
+from gateway.relay.relay import Relay
+from gateway.relay.token import load_relay_token
+from gateway.settings import Settings
+from gateway.status import routes as status_routes
+from gateway.upstream import StaticUpstream
+from gateway.upstream_env import default_llm, read_env_file
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("gateway")
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry = await Registry.open(app[SETTINGS])
+    app[REGISTRY] = registry
+    task = asyncio.create_task(_housekeeping(registry))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await registry.close()
+
+
+async def _housekeeping(registry: Registry) -> None:
+    """Pick up instances.yaml edits and write usage counters, about once a second."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        try:
+            registry.reload_instances_file()
+            await registry.flush_usage()
+        except Exception:
+            log.exception("registry housekeeping failed; will retry")
+
+
+async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = ProviderPool(timeout=settings.provider_timeout, retries=settings.provider_retries)
+    app[RELAY] = Relay(
+        token=load_relay_token(settings),
+        registry=app[REGISTRY],
+        pool=pool,
+        default=default_llm(read_env_file(settings.env_file)),
+    )
+    yield
+    await pool.close()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # One pooled session for every proxied request. Bodies pass through as they are,
+    # compressed or not, so the client decodes what powermem encoded.
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=settings.upstream_connect_timeout, sock_read=None
+        ),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        connector=aiohttp.TCPConnector(limit=256),
+        trust_env=False,
+    ) as session:
+        app[UPSTREAM_SESSION] = session
+        if settings.upstream is not None:
+            app[UPSTREAM] = StaticUpstream(settings.upstream)
+            yield
+            return
+        from gateway.managed import ManagedUpstream  # only serve-without---upstream needs it
+
+        managed = ManagedUpstream(
+            settings, relay_token=app[RELAY].token, env=read_env_file(settings.env_file)
+        )
+        app[UPSTREAM] = managed
+        await managed.start()
+        try:
+            yield
+        finally:
+            await managed.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 32768})
+    app[SETTINGS] = settings
+    if settings.instance_rate_limit:
+        app[RATE_LIMITER] = InstanceRateLimiter(settings.instance_rate_limit)
+    app.cleanup_ctx.append(_registry_ctx)
+    app.cleanup_ctx.append(_relay_ctx)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.add_routes(instance_routes)
+    app.add_routes(relay_routes)
+    app.add_routes(status_routes)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app

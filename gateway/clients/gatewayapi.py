@@ -1,0 +1,208 @@
+"""A small async client for a running gateway's management, status and relay endpoints.
+
+Error envelopes become `GatewayRefused` (with the gateway's own message), connection failures
+become `GatewayUnreachable` naming the URL and what to do. A key only ever travels in the
+body of a register or update call, and no error message here ever repeats a request body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from gateway.baggage import baggage_header
+from gateway.clients.errors import GatewayRefused, GatewayUnreachable
+
+__all__ = ["DEFAULT_GATEWAY_URL", "GatewayAPI", "gateway_url", "instance_fields"]
+
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8848"
+INSTANCE_HEADER = "X-PowerMem-Instance"
+# Answered by powermem itself when the request is forwarded; the gateway checks the id first.
+BOUND_CHECK_PATH = "/api/v1/system/health"
+TIMEOUT = 30.0
+PROBE_TIMEOUT = 75.0
+
+
+def gateway_url(value: str | None) -> str:
+    """`--gateway`, else `POWERMEM_GATEWAY_URL`, else the default; checked and without a `/`."""
+    url = (value or os.environ.get("POWERMEM_GATEWAY_URL") or DEFAULT_GATEWAY_URL).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GatewayUnreachable(
+            f"Gateway URL {url!r} is not an http(s) URL; pass e.g. --gateway {DEFAULT_GATEWAY_URL}."
+        )
+    return url.rstrip("/")
+
+
+def instance_fields(
+    *, client: str, provider: str, model: str, api_key: str, base_url: str
+) -> dict[str, str]:
+    """The body of a register or update call."""
+    return {
+        "client": client,
+        "provider": provider,
+        "model": model,
+        "api_key": api_key,
+        "base_url": base_url,
+    }
+
+
+class GatewayAPI:
+    """`async with GatewayAPI(url, admin_token=…) as api:` then call its methods."""
+
+    def __init__(self, url: str, *, admin_token: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._admin_token = admin_token
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> GatewayAPI:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT), trust_env=False
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        admin: bool = False,
+        headers: dict[str, str] | None = None,
+        timeout: float = TIMEOUT,
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON); connection trouble and non-JSON answers raise."""
+        assert self._session is not None, "use GatewayAPI as an async context manager"
+        sent = dict(headers or {})
+        if admin and self._admin_token:
+            sent["Authorization"] = f"Bearer {self._admin_token}"
+        try:
+            async with self._session.request(
+                method,
+                self.url + path,
+                json=body,
+                headers=sent,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GatewayUnreachable(
+                f"Cannot reach the gateway at {self.url} ({type(exc).__name__}): start it with "
+                "`powermem-gateway serve`, or pass --gateway / set POWERMEM_GATEWAY_URL."
+            ) from None
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            raise GatewayUnreachable(
+                f"{self.url}{path} answered HTTP {status} with something that is not JSON: "
+                "is that URL a powermem-gateway?"
+            ) from None
+
+    @staticmethod
+    def _refused(status: int, payload: Any) -> GatewayRefused:
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or "request failed")
+            code = str(error.get("code") or "ERROR")
+            details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        else:
+            message, code, details = f"HTTP {status}", "HTTP_ERROR", {}
+        if status == 401:
+            message += " Set POWERMEM_GATEWAY_ADMIN_TOKEN to the gateway's admin token."
+        return GatewayRefused(message, status=status, code=code, details=details)
+
+    async def _data(self, method: str, path: str, **kwargs: Any) -> Any:
+        status, payload = await self._call(method, path, **kwargs)
+        if status >= 400 or not isinstance(payload, dict) or payload.get("success") is not True:
+            raise self._refused(status, payload)
+        return payload.get("data")
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._data("GET", "/gateway/health")
+        return data
+
+    async def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._data("GET", "/gateway/status")
+        return data
+
+    async def probe(self) -> dict[str, Any] | None:
+        """`POST /gateway/probe`'s answer, or None when this gateway has no such endpoint."""
+        status, payload = await self._call(
+            "POST", "/gateway/probe", admin=True, timeout=PROBE_TIMEOUT
+        )
+        if status in (404, 405):
+            return None
+        if status >= 400 or not isinstance(payload, dict) or not payload.get("success"):
+            raise self._refused(status, payload)
+        data: dict[str, Any] = payload["data"]
+        return data
+
+    async def register(self, fields: dict[str, str]) -> dict[str, Any]:
+        """`data` of `POST /api/v1/instances`: `instance_id`, `created`, `instance`."""
+        data: dict[str, Any] = await self._data("POST", "/api/v1/instances", body=fields)
+        return data
+
+    async def show(self, instance_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = await self._data(
+            "GET", f"/api/v1/instances/{instance_id}", admin=True
+        )
+        return data
+
+    async def update(self, instance_id: str, fields: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = await self._data(
+            "PUT", f"/api/v1/instances/{instance_id}", body=fields, admin=True
+        )
+        return data
+
+    async def delete(self, instance_id: str) -> None:
+        await self._data("DELETE", f"/api/v1/instances/{instance_id}", admin=True)
+
+    async def is_known(self, instance_id: str) -> bool:
+        """Whether the gateway accepts this id on a client request (needs no admin token)."""
+        status, payload = await self._call(
+            "GET", BOUND_CHECK_PATH, headers={INSTANCE_HEADER: instance_id}
+        )
+        if status in (400, 404) and isinstance(payload, dict):
+            code = (payload.get("error") or {}).get("code")
+            return code not in ("INSTANCE_NOT_FOUND", "INVALID_HEADER")
+        return True
+
+    async def relay_call(self, instance_id: str, relay_token: str) -> tuple[int, str]:
+        """A one-token chat completion through the relay as this instance: (status, detail)."""
+        body = {
+            "model": "probe",
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}],
+        }
+        status, payload = await self._call(
+            "POST",
+            "/relay/v1/chat/completions",
+            body=body,
+            headers={
+                "Authorization": f"Bearer {relay_token}",
+                "baggage": baggage_header(instance_id),
+            },
+            timeout=PROBE_TIMEOUT,
+        )
+        if status < 400:
+            return status, "answered"
+        error = payload.get("error") if isinstance(payload, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return status, str(message or f"HTTP {status}")

@@ -1,0 +1,168 @@
+"""One error family for the whole gateway.
+
+Every failure a client can cause or see is a `GatewayError`; `gateway.envelope` turns it into
+an HTTP response in one place (powermem's envelope on the API and proxy, OpenAI's error shape
+on the relay). Messages say what was wrong and what to do, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AdminAuthRequired",
+    "BadRequest",
+    "ConfigConflict",
+    "GatewayError",
+    "InvalidBody",
+    "InvalidConfig",
+    "InvalidHeader",
+    "NotFound",
+    "ProviderError",
+    "RateLimited",
+    "ReadOnlyInstance",
+    "RelayAuthRequired",
+    "StorageError",
+    "UnknownInstance",
+    "UpstreamStarting",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "GATEWAY_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    """The client sent something we cannot use."""
+
+    status = 400
+    code = "BAD_REQUEST"
+
+
+class InvalidHeader(BadRequest):
+    """An `X-PowerMem-*` header is malformed, too long or not UTF-8."""
+
+    code = "INVALID_HEADER"
+
+
+class InvalidConfig(BadRequest):
+    """An instance configuration is incomplete or invalid."""
+
+    code = "INVALID_CONFIG"
+
+
+class InvalidBody(BadRequest):
+    """A JSON request body is malformed or of the wrong shape."""
+
+    code = "INVALID_BODY"
+
+
+class AdminAuthRequired(GatewayError):
+    """The admin token is missing or wrong."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class RelayAuthRequired(GatewayError):
+    """The relay token is missing or wrong."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class NotFound(GatewayError):
+    """No such resource."""
+
+    status = 404
+    code = "NOT_FOUND"
+
+
+class UnknownInstance(NotFound):
+    """The instance id is not registered (or was deleted)."""
+
+    code = "INSTANCE_NOT_FOUND"
+
+
+class ConfigConflict(GatewayError):
+    """The change would clash with another instance."""
+
+    status = 409
+    code = "CONFLICT"
+
+
+class ReadOnlyInstance(ConfigConflict):
+    """The instance is managed in instances.yaml and cannot be changed through the API."""
+
+    code = "INSTANCE_READ_ONLY"
+
+
+class RateLimited(GatewayError):
+    """The instance sent more requests than its limit allows."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+
+class StorageError(GatewayError):
+    """The registry could not be written (disk full, read-only data dir, …)."""
+
+    status = 503
+    code = "STORAGE_UNAVAILABLE"
+
+
+class UpstreamUnavailable(GatewayError):
+    """The powermem server could not be reached."""
+
+    status = 502
+    code = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamStarting(GatewayError):
+    """The managed powermem server is (re)starting."""
+
+    status = 503
+    code = "UPSTREAM_STARTING"
+
+
+class UpstreamTimeout(GatewayError):
+    """The powermem server did not answer in time."""
+
+    status = 504
+    code = "UPSTREAM_TIMEOUT"
+
+
+class ProviderError(GatewayError):
+    """An LLM provider failed; `status` is the provider's own (or 502/504 when unreachable)."""
+
+    code = "PROVIDER_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        error_type: str = "provider_error",
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, details=details, headers=headers)
+        self.status = status  # type: ignore[misc]  # per-instance status, by design
+        self.error_type = error_type

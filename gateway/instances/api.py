@@ -1,0 +1,119 @@
+"""`/api/v1/instances`: register, list, show, update and delete instances."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.appkeys import REGISTRY, SETTINGS
+from gateway.auth import bearer_matches
+from gateway.envelope import ok
+from gateway.errors import AdminAuthRequired, InvalidBody, InvalidConfig
+from gateway.instances.binding import Binding
+from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
+
+__all__ = ["require_admin", "routes"]
+
+routes = web.RouteTableDef()
+MAX_BODY = 64 * 1024
+_FIELDS = ("client", "provider", "model", "api_key", "base_url")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidBody("Request body is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
+        # Only the position: the parser's message may quote the body, which holds a key.
+        raise InvalidBody(
+            f"Request body is not valid JSON (line {exc.lineno}, column {exc.colno})."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidBody("Request body must be a JSON object.")
+    unknown = sorted(str(k)[:40] for k in body if k not in _FIELDS)
+    if unknown:
+        raise InvalidConfig(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}.",
+            details={"fields": unknown},
+        )
+    return body
+
+
+def require_admin(request: web.Request) -> None:
+    token = request.app[SETTINGS].admin_token
+    if not token:
+        return
+    if not bearer_matches(request.headers.get("Authorization"), token):
+        raise AdminAuthRequired(
+            "This call needs the admin token: send 'Authorization: Bearer <token>' "
+            "(POWERMEM_GATEWAY_ADMIN_TOKEN).",
+            headers={"WWW-Authenticate": 'Bearer realm="powermem-gateway"'},
+        )
+
+
+def _instance_id(request: web.Request) -> str:
+    instance_id = request.match_info["instance_id"]
+    if not INSTANCE_ID_RE.match(instance_id):
+        raise InvalidConfig(
+            "instance id must look like pmem-0123456789abcdef.", details={"field": "instance_id"}
+        )
+    return instance_id
+
+
+@routes.post("/api/v1/instances")
+async def register(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    config = InstanceConfig.parse(**{k: body.get(k, "") for k in _FIELDS})
+    record, created = await request.app[REGISTRY].resolve(config)
+    data = {"instance_id": record.instance_id, "created": created, "instance": record.public()}
+    return ok(
+        data,
+        "Instance registered" if created else "Instance already registered",
+        status=201 if created else 200,
+        headers=Binding(record, created).response_headers(),
+    )
+
+
+@routes.get("/api/v1/instances")
+async def list_instances(request: web.Request) -> web.Response:
+    require_admin(request)
+    records = await request.app[REGISTRY].list()
+    return ok(
+        {"instances": [r.public() for r in records], "total": len(records)},
+        f"{len(records)} instance(s)",
+    )
+
+
+@routes.get("/api/v1/instances/{instance_id}")
+async def show(request: web.Request) -> web.Response:
+    require_admin(request)
+    registry = request.app[REGISTRY]
+    record = await registry.get(_instance_id(request))
+    return ok(record.public(await registry.usage(record.instance_id)), "Instance found")
+
+
+@routes.put("/api/v1/instances/{instance_id}")
+async def update(request: web.Request) -> web.Response:
+    require_admin(request)
+    instance_id = _instance_id(request)
+    body = await _json_object(request)
+    if not body:
+        raise InvalidBody(f"Nothing to update: send any of {', '.join(_FIELDS)}.")
+    record = await request.app[REGISTRY].update(instance_id, body)
+    return ok(record.public(), "Instance updated")
+
+
+@routes.delete("/api/v1/instances/{instance_id}")
+async def delete(request: web.Request) -> web.Response:
+    require_admin(request)
+    instance_id = _instance_id(request)
+    await request.app[REGISTRY].delete(instance_id)
+    return ok({"instance_id": instance_id, "deleted": True}, "Instance deleted")

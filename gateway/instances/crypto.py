@@ -1,0 +1,104 @@
+"""API keys at rest: AES-256-GCM under a master key, each ciphertext naming the key that made it.
+
+A ciphertext is `v1.<key_id>.<base64(nonce || ciphertext+tag)>`. The instance id is bound in as
+associated data, so a ciphertext copied onto another row does not decrypt. `key_id` is a short
+fingerprint of the master key: with several keys loaded (during a rotation) the right one is
+picked without trial decryption, and a record made under a key we no longer hold says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.files import write_private_file_once
+
+__all__ = ["KeyRing", "MasterKey", "SecretError", "load_master_key"]
+
+_VERSION = "v1"
+MASTER_KEY_FILE = "master.key"
+
+
+class SecretError(Exception):
+    """A ciphertext cannot be opened (unknown master key, tampering, or a malformed value)."""
+
+
+class MasterKey:
+    def __init__(self, material: bytes) -> None:
+        if len(material) != 32:
+            raise ValueError("a master key is 32 bytes")
+        self._aead = AESGCM(material)
+        self.key_id = hashlib.sha256(b"powermem-gateway key id\0" + material).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"MasterKey(key_id={self.key_id!r})"
+
+    @classmethod
+    def from_secret(cls, secret: str) -> MasterKey:
+        """A master key stretched from an operator-chosen secret (POWERMEM_GATEWAY_SECRET)."""
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"powermem-gateway",
+            info=b"api-key encryption v1",
+        )
+        return cls(hkdf.derive(secret.encode()))
+
+    def encrypt(self, plaintext: str, *, instance_id: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plaintext.encode(), instance_id.encode())
+        blob = base64.urlsafe_b64encode(nonce + sealed).decode()
+        return f"{_VERSION}.{self.key_id}.{blob}"
+
+    def decrypt(self, token: str, *, instance_id: str) -> str:
+        try:
+            raw = base64.urlsafe_b64decode(token.split(".", 2)[2])
+            return self._aead.decrypt(raw[:12], raw[12:], instance_id.encode()).decode()
+        except (IndexError, ValueError, InvalidTag):
+            raise SecretError("stored API key does not decrypt under its master key") from None
+
+
+def key_id_of(token: str) -> str:
+    parts = token.split(".", 2)
+    if len(parts) != 3 or parts[0] != _VERSION:
+        raise SecretError("stored API key is not in a known format")
+    return parts[1]
+
+
+class KeyRing:
+    """The current master key (encrypts) plus older ones still readable during a rotation."""
+
+    def __init__(self, current: MasterKey, *older: MasterKey) -> None:
+        self.current = current
+        self._by_id = {k.key_id: k for k in (*older, current)}
+
+    def encrypt(self, plaintext: str, *, instance_id: str) -> str:
+        return self.current.encrypt(plaintext, instance_id=instance_id)
+
+    def decrypt(self, token: str, *, instance_id: str) -> str:
+        key = self._by_id.get(key_id_of(token))
+        if key is None:
+            raise SecretError(
+                "stored API key was encrypted under a master key this gateway does not have; "
+                "start it with the POWERMEM_GATEWAY_SECRET or master.key it was registered with"
+            )
+        return key.decrypt(token, instance_id=instance_id)
+
+
+def load_master_key(data_dir: Path, secret: str | None) -> MasterKey:
+    """POWERMEM_GATEWAY_SECRET when given, else the data dir's key file (made on first use)."""
+    if secret:
+        return MasterKey.from_secret(secret)
+    path = data_dir / MASTER_KEY_FILE
+    encoded = write_private_file_once(
+        path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n"
+    )
+    return MasterKey(base64.urlsafe_b64decode(encoded.strip()))

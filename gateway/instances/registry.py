@@ -1,0 +1,311 @@
+"""The registry: SQLite as the store of record, instances.yaml on top, diskcache in front.
+
+Lookups on the request path cost one diskcache read (shared by every gateway process on the
+data dir). Writers keep that cache honest without locks: a miss is filled with `add` (only if
+still absent) and every change is written with `set` after its commit, so a reader holding a
+row from before the change can never put it back. Deletions leave a tombstone for the same
+reason. Entries also expire, which bounds the damage of a process killed between commit and
+`set`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import diskcache
+
+from gateway.errors import InvalidConfig, ReadOnlyInstance, UnknownInstance
+from gateway.files import ensure_private_dir
+from gateway.instances.crypto import KeyRing, load_master_key
+from gateway.instances.model import (
+    InstanceConfig,
+    InstanceRecord,
+    candidate_id,
+    config_digest,
+    mask_key,
+)
+from gateway.instances.store import Row, Store, UsageDelta, now_iso
+from gateway.instances.yamlfile import InstancesFileError, load_instances_file
+from gateway.settings import Settings
+
+__all__ = ["Registry"]
+
+log = logging.getLogger("gateway.registry")
+T = TypeVar("T")
+
+_GONE = "gone"
+_UNREAD = object()
+RECORD_TTL = 300.0
+TOMBSTONE_TTL = 3600.0
+_UPDATABLE = ("client", "provider", "model", "api_key", "base_url")
+
+
+def _record(row: Row) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row.instance_id,
+        client=row.client,
+        provider=row.provider,
+        model=row.model,
+        base_url=row.base_url,
+        encrypted_key=row.api_key,
+        masked_key=row.masked_key,
+        config_digest=row.config_digest,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class Registry:
+    """Every instance the gateway knows; open with `await Registry.open(settings)`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="registry")
+        data_dir = ensure_private_dir(settings.data_dir)
+        self.keys = KeyRing(load_master_key(data_dir, settings.secret))
+        self._store = Store(data_dir)
+        self._id_key = self._store.id_key()
+        cache_dir = ensure_private_dir(data_dir / "cache")
+        os.close(os.open(cache_dir / "cache.db", os.O_CREAT | os.O_RDWR, 0o600))
+        self._cache = diskcache.Cache(str(cache_dir), statistics=False)
+        self._yaml: dict[str, InstanceRecord] = {}
+        self._yaml_by_digest: dict[str, str] = {}
+        self._yaml_stamp: object = _UNREAD
+        self._inflight: dict[str, asyncio.Future[InstanceRecord]] = {}
+        self._usage: dict[str, UsageDelta] = {}
+        self.reload_instances_file(strict=True)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Registry:
+        return await asyncio.get_running_loop().run_in_executor(None, cls, settings)
+
+    async def close(self) -> None:
+        await self.flush_usage()
+        await self._run(self._store.close)
+        self._executor.shutdown(wait=True)
+        self._cache.close()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    # -- instances.yaml ---------------------------------------------------------------------
+
+    def reload_instances_file(self, *, strict: bool = False) -> bool:
+        """Re-read instances.yaml if it changed; a bad file keeps the previous one in force."""
+        path: Path = self._settings.instances_file
+        try:
+            st = path.stat()
+            stamp: tuple[float, int, int] | None = (st.st_mtime, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._yaml_stamp:
+            return False
+        try:
+            entries = load_instances_file(path)
+        except InstancesFileError as exc:
+            if strict:
+                raise
+            log.error("instances file %s not reloaded, previous one kept: %s", path, exc.message)
+            self._yaml_stamp = stamp
+            return False
+        when = (
+            datetime.fromtimestamp(stamp[0], UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+            if stamp
+            else now_iso()
+        )
+        records: dict[str, InstanceRecord] = {}
+        by_digest: dict[str, str] = {}
+        for instance_id, entry in entries.items():
+            digest = config_digest(self._id_key, entry.config)
+            records[instance_id] = InstanceRecord(
+                instance_id=instance_id,
+                client=entry.config.client,
+                provider=entry.config.provider,
+                model=entry.config.model,
+                base_url=entry.config.base_url,
+                encrypted_key=self.keys.encrypt(entry.config.api_key, instance_id=instance_id),
+                masked_key=mask_key(entry.config.api_key),
+                config_digest=digest,
+                created_at=when,
+                updated_at=when,
+                source="yaml",
+            )
+            by_digest.setdefault(digest, instance_id)
+        self._yaml, self._yaml_by_digest, self._yaml_stamp = records, by_digest, stamp
+        log.info("instances file loaded: %d instance(s)", len(records))
+        return True
+
+    # -- lookups (the request path) -----------------------------------------------------------
+
+    def api_key(self, record: InstanceRecord) -> str:
+        """The plaintext key, for the one outbound call that needs it."""
+        return self.keys.decrypt(record.encrypted_key, instance_id=record.instance_id)
+
+    def digest(self, config: InstanceConfig) -> str:
+        return config_digest(self._id_key, config)
+
+    async def get(self, instance_id: str) -> InstanceRecord:
+        if (found := self._yaml.get(instance_id)) is not None:
+            return found
+        cached = self._cache.get(("id", instance_id))
+        if cached == _GONE:
+            raise UnknownInstance(
+                f"Instance {instance_id} is not registered (it may have been deleted); "
+                "register it again or drop the X-PowerMem-Instance header.",
+                details={"instance_id": instance_id},
+            )
+        if cached is not None:
+            return InstanceRecord(*cached)
+        row = await self._run(self._store.get, instance_id)
+        if row is None:
+            self._cache.add(("id", instance_id), _GONE, expire=60)
+            return await self.get(instance_id)
+        record = _record(row)
+        self._cache.add(("id", instance_id), astuple(record), expire=RECORD_TTL)
+        return record
+
+    async def resolve(self, config: InstanceConfig) -> tuple[InstanceRecord, bool]:
+        """The instance for a configuration, created on first sight; True when just created."""
+        digest = self.digest(config)
+        if (yaml_id := self._yaml_by_digest.get(digest)) is not None:
+            return self._yaml[yaml_id], False
+        cached = self._cache.get(("cfg", digest))
+        if isinstance(cached, str) and cached != _GONE:
+            try:
+                return await self.get(cached), False
+            except UnknownInstance:
+                pass
+        # One creation per configuration per process; the database settles it across processes.
+        if (pending := self._inflight.get(digest)) is not None:
+            return await asyncio.shield(pending), False
+        future: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            row, created = await self._run(
+                self._store.create, digest, self._candidates(digest), partial(self._row, config)
+            )
+            record = _record(row)
+            self._cache.set(("id", record.instance_id), astuple(record), expire=RECORD_TTL)
+            self._cache.set(("cfg", digest), record.instance_id, expire=RECORD_TTL)
+            future.set_result(record)
+            return record, created
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # waiters see it; nobody must be told "never retrieved"
+            raise
+        finally:
+            del self._inflight[digest]
+
+    def _candidates(self, digest: str) -> Iterator[str]:
+        for attempt in range(64):
+            instance_id = candidate_id(digest, attempt)
+            if instance_id not in self._yaml:
+                yield instance_id
+
+    def _row(
+        self, config: InstanceConfig, instance_id: str, *, created_at: str | None = None
+    ) -> Row:
+        stamp = now_iso()
+        return Row(
+            instance_id=instance_id,
+            client=config.client,
+            provider=config.provider,
+            model=config.model,
+            api_key=self.keys.encrypt(config.api_key, instance_id=instance_id),
+            masked_key=mask_key(config.api_key),
+            base_url=config.base_url,
+            config_digest=self.digest(config),
+            created_at=created_at or stamp,
+            updated_at=stamp,
+        )
+
+    # -- management ---------------------------------------------------------------------------
+
+    async def list(self) -> list[InstanceRecord]:
+        rows: list[Row] = await self._run(self._store.all)
+        stored = [_record(r) for r in rows if r.instance_id not in self._yaml]
+        return [*self._yaml.values(), *stored]
+
+    def _refuse_yaml(self, instance_id: str) -> None:
+        if instance_id in self._yaml:
+            raise ReadOnlyInstance(
+                f"Instance {instance_id} is managed in {self._settings.instances_file.name}; "
+                "edit that file instead (the gateway re-reads it on change).",
+                details={"instance_id": instance_id},
+            )
+
+    async def update(self, instance_id: str, changes: dict[str, Any]) -> InstanceRecord:
+        self._refuse_yaml(instance_id)
+        unknown = sorted(set(changes) - set(_UPDATABLE))
+        if unknown:
+            raise InvalidConfig(
+                f"unknown field(s) {', '.join(unknown)}; updatable: {', '.join(_UPDATABLE)}.",
+                details={"fields": unknown},
+            )
+        old: Row | None = await self._run(self._store.get, instance_id)
+        if old is None:
+            await self.get(instance_id)  # raises UnknownInstance with the usual message
+            raise AssertionError("unreachable")
+        current = {
+            "client": old.client,
+            "provider": old.provider,
+            "model": old.model,
+            "base_url": old.base_url,
+            "api_key": self.keys.decrypt(old.api_key, instance_id=instance_id),
+        }
+        config = InstanceConfig.parse(**(current | changes))
+        new = self._row(config, instance_id, created_at=old.created_at)
+        if new.updated_at == old.updated_at:  # same millisecond: keep the version moving
+            new = replace(new, updated_at=new.updated_at[:-1] + "1Z")
+        # Drop the cached entries before the commit so nobody is served the old configuration
+        # after it; the `set`s after the commit cannot be undone by a slower reader's `add`.
+        self._cache.delete(("id", instance_id))
+        self._cache.delete(("cfg", old.config_digest))
+        row = await self._run(self._store.replace, old, new)
+        record = _record(row)
+        if old.config_digest != new.config_digest:
+            self._cache.set(("cfg", old.config_digest), _GONE, expire=TOMBSTONE_TTL)
+        self._cache.set(("id", instance_id), astuple(record), expire=RECORD_TTL)
+        self._cache.set(("cfg", new.config_digest), instance_id, expire=RECORD_TTL)
+        return record
+
+    async def delete(self, instance_id: str) -> None:
+        self._refuse_yaml(instance_id)
+        row: Row | None = await self._run(self._store.delete, instance_id)
+        if row is None:
+            await self.get(instance_id)  # raises UnknownInstance
+        self._cache.set(("id", instance_id), _GONE, expire=TOMBSTONE_TTL)
+        if row is not None:
+            self._cache.set(("cfg", row.config_digest), _GONE, expire=TOMBSTONE_TTL)
+        self._usage.pop(instance_id, None)
+
+    # -- usage ----------------------------------------------------------------------------
+
+    def count(self, instance_id: str, **delta: int) -> None:
+        """Add to an instance's counters (requests=1, errors=1, prompt_tokens=…); cheap."""
+        usage = self._usage.setdefault(instance_id, UsageDelta())
+        for name, value in delta.items():
+            setattr(usage, name, getattr(usage, name) + value)
+        usage.last_used_at = now_iso()
+
+    async def flush_usage(self) -> None:
+        if not self._usage:
+            return
+        pending, self._usage = self._usage, {}
+        await self._run(self._store.add_usage, pending)
+
+    async def usage(self, instance_id: str) -> dict[str, Any]:
+        await self.flush_usage()
+        result: dict[str, Any] = await self._run(self._store.usage, instance_id)
+        return result

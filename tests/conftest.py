@@ -1,0 +1,175 @@
+"""Shared fixtures: a clean environment, a gateway in front of a recording upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.instances.registry import Registry
+from gateway.settings import Settings
+from tests.fakes.upstream import RECORDER, Recorder, make_upstream
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No POWERMEM_* leaks in from the machine, and HOME is a fresh temporary folder."""
+    for name in list(os.environ):
+        if name.startswith(("POWERMEM_", "OTEL_")):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    yield home
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(make_upstream())
+    return server
+
+
+@pytest.fixture
+def recorder(upstream: TestServer) -> Recorder:
+    return upstream.app[RECORDER]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, upstream: TestServer) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "instances_file": tmp_path / "instances.yaml",
+            "upstream": str(upstream.make_url("")).rstrip("/"),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def gateway(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        create_app(make_settings())
+    )
+    yield client
+
+
+# -- fixtures for the core suite (registry, real gateway processes) ----------------------------
+
+
+@pytest.fixture
+async def registry(make_settings: Callable[..., Settings]) -> AsyncIterator[Registry]:
+    """A registry opened on the test's data dir and instances file, closed at teardown."""
+    opened = await Registry.open(make_settings())
+    yield opened
+    await opened.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """A real `python -m gateway serve` child process on a loopback port."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """`kill -9`: no cleanup, no flush, no goodbye."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    async def wait_healthy(self) -> GatewayProcess:
+        """Poll `/gateway/health` until it answers (20 s at most)."""
+        async with aiohttp.ClientSession() as session:
+            for _ in range(400):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"gateway exited early:\n{self.output()}")
+                try:
+                    async with session.get(self.url + "/gateway/health") as response:
+                        if response.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"gateway did not start:\n{self.output()}")
+
+
+SpawnGateway = Callable[..., GatewayProcess]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spawn_gateway(tmp_path: Path) -> Iterator[SpawnGateway]:
+    """Start real gateway processes (`python -m gateway serve …`); all stopped at teardown.
+
+    `spawn_gateway(upstream=…, data_dir=…)` returns at once; `await p.wait_healthy()` next.
+    """
+    started: list[GatewayProcess] = []
+
+    def spawn(*, upstream: str, data_dir: Path, extra: tuple[str, ...] = ()) -> GatewayProcess:
+        port = free_port()
+        log = tmp_path / f"gateway-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--upstream",
+                    upstream,
+                    "--data-dir",
+                    str(data_dir),
+                    "--instances-file",
+                    str(tmp_path / "instances.yaml"),
+                    *extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        process = GatewayProcess(proc, port, log)
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        process.stop()
