@@ -10,10 +10,21 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import RATE_LIMITER, REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.appkeys import (
+    METRICS,
+    RATE_LIMITER,
+    REGISTRY,
+    RELAY,
+    SETTINGS,
+    UPSTREAM,
+    UPSTREAM_SESSION,
+)
 from gateway.envelope import error_middleware
 from gateway.instances.api import routes as instance_routes
 from gateway.instances.registry import Registry
+from gateway.logs import access_middleware
+from gateway.metrics import Metrics
+from gateway.metrics import routes as metrics_routes
 from gateway.proxy import proxy
 from gateway.ratelimit import InstanceRateLimiter
 from gateway.relay.client import ProviderPool
@@ -98,8 +109,13 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], handler_args={"max_field_size": 32768})
+    app = web.Application(
+        # Access logging outside error mapping, so it sees the status the client gets.
+        middlewares=[access_middleware, error_middleware],
+        handler_args={"max_field_size": 32768},
+    )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     if settings.instance_rate_limit:
         app[RATE_LIMITER] = InstanceRateLimiter(settings.instance_rate_limit)
     app.cleanup_ctx.append(_registry_ctx)
@@ -108,5 +124,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(instance_routes)
     app.add_routes(relay_routes)
     app.add_routes(status_routes)
+    app.add_routes(metrics_routes)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app

@@ -11,11 +11,22 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.instances.registry import Registry
+    from gateway.metrics import Metrics
     from gateway.ratelimit import InstanceRateLimiter
     from gateway.relay.relay import Relay
     from gateway.upstream import Upstream
 
-__all__ = ["RATE_LIMITER", "REGISTRY", "RELAY", "SETTINGS", "UPSTREAM", "UPSTREAM_SESSION"]
+__all__ = [
+    "CLIENT_LABEL",
+    "INSTANCE_ID",
+    "METRICS",
+    "RATE_LIMITER",
+    "REGISTRY",
+    "RELAY",
+    "SETTINGS",
+    "UPSTREAM",
+    "UPSTREAM_SESSION",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
@@ -23,3 +34,8 @@ UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 RELAY: web.AppKey[Relay] = web.AppKey("relay")
 RATE_LIMITER: web.AppKey[InstanceRateLimiter] = web.AppKey("rate_limiter")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+
+# Per-request: which instance and client a request served, for the access log.
+INSTANCE_ID = web.RequestKey("instance_id", str)
+CLIENT_LABEL = web.RequestKey("client", str)

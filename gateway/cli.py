@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -99,19 +98,25 @@ def cli() -> None:
     envvar="POWERMEM_GATEWAY_LOG_LEVEL",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    default="json",
+    show_default=True,
+    envvar="POWERMEM_GATEWAY_LOG_FORMAT",
+    type=click.Choice(["json", "text"]),
+    help="JSON lines (one object per line) or plain text.",
+)
 def serve(**values: Any) -> None:
     """Run the gateway (default 127.0.0.1:8848)."""
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.logs import configure_logging
 
     settings = _settings(**values)
     # Everything the gateway writes (registry, cache, logs) is for its own user alone.
     os.umask(0o077)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         web.run_app(
             create_app(settings),
@@ -216,6 +221,13 @@ def upstream_env(relay_url: str | None, **values: Any) -> None:
         data_dir=None,
     )
     click.echo(render_env(env), nl=False)
+
+
+from gateway.cli_clients import doctor, register, unregister  # noqa: E402
+
+cli.add_command(register)
+cli.add_command(unregister)
+cli.add_command(doctor)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.clients.defaults import Found, defaults_for
-from gateway.clients.doctor import Verdict, run_doctor
+from gateway.clients.doctor import Verdict, render, run_doctor
 from gateway.clients.errors import ClientSetupError, MissingSetting
 from gateway.clients.gatewayapi import GatewayAPI, gateway_url
 from gateway.clients.locations import (
@@ -94,7 +94,7 @@ def _api_key(api_key_env: str | None, api_key_stdin: bool, found: Found) -> str:
         found.where["api_key"] = f"{api_key_env} (--api-key-env)"
         return value
     if api_key_stdin:
-        value = click.get_text_stream("stdin").readline().strip()
+        value = sys.stdin.readline().strip()
         if not value:
             raise MissingSetting("--api-key-stdin: no key on the first line of stdin.")
         found.where["api_key"] = "stdin"
@@ -119,14 +119,17 @@ def _settings(
     api_key = _api_key(flags["api_key_env"], bool(flags["api_key_stdin"]), found)
     hints = _HINTS.get(client, {})
     if not found.provider:
-        raise MissingSetting(f"No provider: pass --provider (one of {', '.join(provider_names())}).")
+        raise MissingSetting(
+            f"No provider: pass --provider (one of {', '.join(provider_names())})."
+        )
     if not found.model:
         raise MissingSetting(f"No model: pass --model {hints.get('model', '')}".strip() + ".")
     spec = PROVIDERS.get(found.provider)
     if not api_key and spec is not None and not spec.keyless:
         raise MissingSetting(
             f"No API key for provider {found.provider}: pass --api-key-env VAR (a variable "
-            f"holding it) or --api-key-stdin {hints.get('api_key', '')}".strip() + "."
+            f"holding it) or --api-key-stdin {hints.get('api_key', '')}".strip()
+            + "."
         )
     fields = checked_fields(
         client=client,
@@ -225,9 +228,7 @@ def _echo(to_stderr: bool) -> Callable[[str], None]:
 
 @click.command()
 @click.option("--client", required=True, help=f"One of {', '.join(KNOWN_CLIENTS)}.")
-@click.option(
-    "--global", "cursor_global", is_flag=True, help="Cursor: use ~/.cursor/mcp.json."
-)
+@click.option("--global", "cursor_global", is_flag=True, help="Cursor: use ~/.cursor/mcp.json.")
 @_gateway_option
 def unregister(client: str, cursor_global: bool, gateway: str | None) -> None:
     """Delete a tool's instance from the gateway and remove its saved id."""
@@ -250,9 +251,6 @@ def unregister(client: str, cursor_global: bool, gateway: str | None) -> None:
         click.echo(f"Deleted {removed} and removed it from {location.path}.")
 
 
-_MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
-
-
 def _relay_token(data_dir: str | None) -> str | None:
     if token := os.environ.get("POWERMEM_GATEWAY_RELAY_TOKEN"):
         return token
@@ -261,22 +259,6 @@ def _relay_token(data_dir: str | None) -> str | None:
         return (folder / RELAY_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
-
-
-def render(verdicts: list[Verdict]) -> str:
-    width = max(len(v.step) for v in verdicts)
-    lines = []
-    for v in verdicts:
-        lines.append(f"{_MARK[v.state]:<4}  {v.step:<{width}}  {v.detail}")
-        if v.fix and v.state in ("fail", "warn"):
-            lines.append(f"{'':<4}  {'':<{width}}  → {v.fix}")
-    failed = sum(v.state == "fail" for v in verdicts)
-    warned = sum(v.state == "warn" for v in verdicts)
-    if failed:
-        lines.append(f"Verdict: broken ({failed} problem(s) to fix).")
-    else:
-        lines.append("Verdict: good" + (f" ({warned} warning(s))." if warned else "."))
-    return "\n".join(lines)
 
 
 @click.command()
@@ -309,4 +291,4 @@ def doctor(gateway: str | None, probe_providers: bool, data_dir: str | None) -> 
     click.echo(f"powermem-gateway doctor: {api.url}")
     click.echo(render(verdicts))
     if any(v.state == "fail" for v in verdicts):
-        sys.exit(1)
+        click.get_current_context().exit(1)

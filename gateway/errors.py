@@ -17,6 +17,7 @@ __all__ = [
     "InvalidBody",
     "InvalidConfig",
     "InvalidHeader",
+    "MethodNotAllowed",
     "NotFound",
     "ProviderError",
     "RateLimited",
@@ -93,6 +94,13 @@ class NotFound(GatewayError):
 
     status = 404
     code = "NOT_FOUND"
+
+
+class MethodNotAllowed(GatewayError):
+    """The path is served here, but not for this method."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
 
 
 class UnknownInstance(NotFound):

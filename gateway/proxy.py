@@ -16,7 +16,15 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.appkeys import RATE_LIMITER, REGISTRY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.appkeys import (
+    CLIENT_LABEL,
+    INSTANCE_ID,
+    RATE_LIMITER,
+    REGISTRY,
+    SETTINGS,
+    UPSTREAM,
+    UPSTREAM_SESSION,
+)
 from gateway.baggage import baggage_header
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.instances.binding import CONSUMED_HEADERS, Binding, bind_request
@@ -72,6 +80,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward any request the gateway does not serve itself to powermem."""
     app = request.app
     binding = await bind_request(request.headers, app[REGISTRY])
+    if binding is not None:
+        request[INSTANCE_ID] = binding.record.instance_id
+        request[CLIENT_LABEL] = binding.record.client
     try:
         if binding is not None and (limiter := app.get(RATE_LIMITER)) is not None:
             limiter.check(binding.record.instance_id)

@@ -297,9 +297,17 @@ async def test_mcp_client_tools_reach_its_own_provider(stack: Stack) -> None:
             "add_memory", {"messages": "I keep bees in my garden.", "user_id": "dora"}
         )
         assert not result.is_error, result
+        result = await session.call_tool(
+            "add_memory_with_profile",
+            {"messages": "I am a beekeeper in Porto.", "user_id": "dora"},
+        )
+        assert not result.is_error, result
     calls = _only(stack, "deepseek")
     assert {c["authorization"] for c in calls} == {f"Bearer {D_KEY}"}
     assert {c["json"]["model"] for c in calls} == {"deepseek-chat"}
+    # Fact extraction and profile extraction both ran there. (Query rewriting cannot be
+    # exercised: powermem 1.1.7's rewriter imports `src.powermem…` and fails when enabled.)
+    assert {"facts", "profile"} <= {c["kind"] for c in calls}
 
 
 async def test_relay_refuses_powermem_impostors_without_the_token(stack: Stack) -> None:

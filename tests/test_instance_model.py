@@ -243,7 +243,10 @@ async def test_unknown_instance_header_is_refused(registry: Registry) -> None:
         (lambda h: h.pop("X-PowerMem-LLM-Provider"), "X-PowerMem-LLM-Provider"),
         (lambda h: h.pop("X-PowerMem-LLM-Api-Key"), "X-PowerMem-LLM-Api-Key"),
         (lambda h: h.__setitem__("X-PowerMem-LLM-Provider", "skynet"), "X-PowerMem-LLM-Provider"),
-        (lambda h: h.__setitem__("X-PowerMem-LLM-Base-Url", "file:///etc"), "X-PowerMem-LLM-Base-Url"),
+        (
+            lambda h: h.__setitem__("X-PowerMem-LLM-Base-Url", "file:///etc"),
+            "X-PowerMem-LLM-Base-Url",
+        ),
         (lambda h: h.__setitem__("X-PowerMem-LLM-Model", "m" * 9000), "X-PowerMem-LLM-Model"),
         (lambda h: h.__setitem__("X-PowerMem-LLM-Api-Key", "sk-\udcff"), "X-PowerMem-LLM-Api-Key"),
         (lambda h: h.__setitem__("X-PowerMem-Instance", "not an id!"), "X-PowerMem-Instance"),

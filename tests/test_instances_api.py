@@ -82,7 +82,9 @@ async def test_explicit_and_implicit_registration_share_one_id(
 
 async def test_keyless_provider_registers_without_a_key(gateway: Client) -> None:
     """A keyless local provider registers with no api_key field at all."""
-    response = await gateway.post("/api/v1/instances", json={"provider": "ollama", "model": "qwen3"})
+    response = await gateway.post(
+        "/api/v1/instances", json={"provider": "ollama", "model": "qwen3"}
+    )
     assert response.status == 201
     assert (await response.json())["data"]["instance"]["api_key"] == ""
 
@@ -132,7 +134,7 @@ async def test_show_counts_upstream_errors(gateway: Client) -> None:
 async def test_put_keeps_the_id_and_applies_to_the_next_request(
     gateway: Client, recorder: Recorder
 ) -> None:
-    """After PUT the id is the same, the new config binds to it, and the old config no longer does."""
+    """After PUT the id stays, the new config binds to it, and the old config no longer does."""
     instance_id = await register(gateway)
     response = await gateway.put(
         f"/api/v1/instances/{instance_id}", json={"model": "gpt-4.1", "api_key": NEW_KEY}
@@ -147,7 +149,10 @@ async def test_put_keeps_the_id_and_applies_to_the_next_request(
     record = await registry.get(instance_id)
     assert (record.model, registry.api_key(record)) == ("gpt-4.1", NEW_KEY)
 
-    new_headers = LLM_HEADERS | {"X-PowerMem-LLM-Model": "gpt-4.1", "X-PowerMem-LLM-Api-Key": NEW_KEY}
+    new_headers = LLM_HEADERS | {
+        "X-PowerMem-LLM-Model": "gpt-4.1",
+        "X-PowerMem-LLM-Api-Key": NEW_KEY,
+    }
     bound = await gateway.get("/api/v1/memories", headers=new_headers)
     assert bound.headers["X-PowerMem-Instance"] == instance_id
     assert "X-PowerMem-Instance-Created" not in bound.headers
@@ -161,7 +166,7 @@ async def test_put_keeps_the_id_and_applies_to_the_next_request(
 async def test_delete_then_the_id_is_404_and_nothing_is_forwarded(
     gateway: Client, recorder: Recorder
 ) -> None:
-    """After DELETE, show, update and proxied requests with the id answer 404 and forward nothing."""
+    """After DELETE, show, update and proxied requests with the id are 404; nothing forwarded."""
     instance_id = await register(gateway)
     response = await gateway.delete(f"/api/v1/instances/{instance_id}")
     body = await response.json()

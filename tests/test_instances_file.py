@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +43,15 @@ def write(path: Path, text: str) -> None:
     old = path.stat().st_mtime_ns if path.exists() else 0
     path.write_text(text, encoding="utf-8")
     os.utime(path, ns=(old + 10**9, old + 10**9))
+
+
+def open_files() -> list[str]:
+    """What this process holds open (Linux), skipping descriptors that close meanwhile."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return held
 
 
 @pytest.fixture
@@ -157,9 +168,7 @@ async def test_file_wins_over_sqlite_on_id_clash(
         await registry.close()
 
 
-async def test_file_change_is_picked_up_on_reload(
-    instances_file: Path, registry: Registry
-) -> None:
+async def test_file_change_is_picked_up_on_reload(instances_file: Path, registry: Registry) -> None:
     """An edit to the file shows after `reload_instances_file`; an unchanged file is not re-read."""
     assert registry.reload_instances_file() is False
     write(instances_file, GOOD.format(key=FILE_KEY).replace("gpt-4o", "gpt-4.1"))
@@ -170,9 +179,7 @@ async def test_file_change_is_picked_up_on_reload(
     assert await registry.list() == []
 
 
-async def test_removed_file_removes_its_instances(
-    instances_file: Path, registry: Registry
-) -> None:
+async def test_removed_file_removes_its_instances(instances_file: Path, registry: Registry) -> None:
     """Deleting the file drops its instances on the next reload."""
     instances_file.unlink()
     assert registry.reload_instances_file() is True
@@ -196,8 +203,10 @@ async def test_bad_file_at_open_is_a_clear_error(make_settings: Callable[..., Se
     """Opening a registry over a bad file fails with a message naming the problem."""
     settings = make_settings()
     write(settings.instances_file, "instances:\n  pmem-x:\n    provider: skynet\n    model: m\n")
-    with pytest.raises(InstancesFileError, match="pmem-x.*unknown provider"):
+    with pytest.raises(InstancesFileError, match=r"pmem-x.*unknown provider"):
         await Registry.open(settings)
+    if Path("/proc/self/fd").is_dir():  # the failed open keeps no database file open
+        assert not [f for f in open_files() if f.startswith(str(settings.data_dir))]
 
 
 async def test_api_refuses_to_change_file_instances(
@@ -230,3 +239,22 @@ async def test_proxy_binds_a_file_instance_by_id(
     assert response.status == 200
     assert response.headers["X-PowerMem-Instance"] == "pmem-claude"
     assert recorder.last.headers["baggage"] == "powermem.instance=pmem-claude"
+
+
+async def test_running_gateway_picks_up_an_edit(
+    instances_file: Path, gateway: TestClient[web.Request, web.Application], recorder: Any
+) -> None:
+    """A new instance written to the file is served by a running gateway within seconds."""
+    headers = {"X-PowerMem-Instance": "pmem-added"}
+    assert (await gateway.get("/api/v1/memories", headers=headers)).status == 404
+    write(
+        instances_file,
+        GOOD.format(key=FILE_KEY) + "  pmem-added:\n    provider: ollama\n    model: llama3\n",
+    )
+    for _ in range(50):
+        response = await gateway.get("/api/v1/memories", headers=headers)
+        if response.status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert response.status == 200
+    assert recorder.last.headers["baggage"] == "powermem.instance=pmem-added"

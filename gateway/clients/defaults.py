@@ -66,7 +66,9 @@ def _table(value: object) -> dict[str, Any]:
 
 
 def claude_code(home: Path, environ: Mapping[str, str]) -> Found:
-    found = Found(provider="anthropic", where={"provider": "Claude Code speaks Anthropic"})
+    found = Found(
+        provider="anthropic", where={"provider": "Claude Code (it speaks the Anthropic API)"}
+    )
     path = home / ".claude" / "settings.json"
     settings = _json_file(path, found)
     env = _table(settings.get("env"))

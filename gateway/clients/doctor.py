@@ -18,6 +18,7 @@ __all__ = [
     "Verdict",
     "gateway_verdict",
     "provider_verdict",
+    "render",
     "run_doctor",
     "saved_id_verdict",
     "upstream_verdict",
@@ -69,21 +70,22 @@ def upstream_verdict(status: dict[str, Any]) -> Verdict:
 def wiring_verdict(
     status: dict[str, Any], probe: dict[str, Any] | None, probe_error: str = ""
 ) -> Verdict:
-    """Proven by relay calls that carried an instance, else by the probe's answer.
+    """Proven by the probe's answer, else by relay calls that carried an instance.
 
-    `probe` is None when no probe ran (or the gateway has no probe endpoint); `probe_error`
-    says why it could not run.
+    The probe comes first because it is definitive: the relay's counters also count calls
+    that did not come from powermem (such as doctor's own --probe-providers calls).
+    `probe` is None when no probe ran (no endpoint, or no admin token); `probe_error` says why.
     """
     step = "upstream LLM wired to the relay"
+    if probe is not None:
+        if probe.get("wired"):
+            return Verdict(step, "ok", str(probe.get("detail") or "the probe reached the relay"))
+        return Verdict(step, "fail", str(probe.get("detail") or "not wired"), UPSTREAM_ENV_FIX)
     relay = status.get("relay") or {}
     calls = int(relay.get("instance_calls") or 0)
     if calls > 0:
         last = relay.get("last_instance_call_at") or "?"
         return Verdict(step, "ok", f"the relay has seen {calls} call(s) with baggage (last {last})")
-    if probe is not None:
-        if probe.get("wired"):
-            return Verdict(step, "ok", str(probe.get("detail") or "the probe reached the relay"))
-        return Verdict(step, "fail", str(probe.get("detail") or "not wired"), UPSTREAM_ENV_FIX)
     return Verdict(
         step,
         "warn",
@@ -129,8 +131,6 @@ def provider_verdict(label: str, result: tuple[int, str] | None, reason: str = "
 
 
 async def _wiring(api: GatewayAPI, status: dict[str, Any]) -> Verdict:
-    if int((status.get("relay") or {}).get("instance_calls") or 0) > 0:
-        return wiring_verdict(status, None)
     try:
         return wiring_verdict(status, await api.probe())
     except GatewayRefused as exc:
@@ -219,3 +219,23 @@ async def run_doctor(
             api, label, location, probe_providers=probe_providers, relay_token=relay_token
         )
     return verdicts
+
+
+_MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def render(verdicts: list[Verdict]) -> str:
+    """The report: one line per step, a fix under each problem, and the overall verdict."""
+    width = max(len(v.step) for v in verdicts)
+    lines = []
+    for v in verdicts:
+        lines.append(f"{_MARK[v.state]:<4}  {v.step:<{width}}  {v.detail}")
+        if v.fix and v.state in ("fail", "warn"):
+            lines.append(f"{'':<4}  {'':<{width}}  → {v.fix}")
+    failed = sum(v.state == "fail" for v in verdicts)
+    warned = sum(v.state == "warn" for v in verdicts)
+    if failed:
+        lines.append(f"Verdict: broken ({failed} problem(s) to fix).")
+    else:
+        lines.append("Verdict: good" + (f" ({warned} warning(s))." if warned else "."))
+    return "\n".join(lines)

@@ -82,7 +82,7 @@ class GatewayAPI:
         body: dict[str, Any] | None = None,
         admin: bool = False,
         headers: dict[str, str] | None = None,
-        timeout: float = TIMEOUT,
+        seconds: float = TIMEOUT,
     ) -> tuple[int, Any]:
         """(status, parsed JSON); connection trouble and non-JSON answers raise."""
         assert self._session is not None, "use GatewayAPI as an async context manager"
@@ -96,7 +96,7 @@ class GatewayAPI:
                 json=body,
                 headers=sent,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=seconds),
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -145,7 +145,7 @@ class GatewayAPI:
     async def probe(self) -> dict[str, Any] | None:
         """`POST /gateway/probe`'s answer, or None when this gateway has no such endpoint."""
         status, payload = await self._call(
-            "POST", "/gateway/probe", admin=True, timeout=PROBE_TIMEOUT
+            "POST", "/gateway/probe", admin=True, seconds=PROBE_TIMEOUT
         )
         if status in (404, 405):
             return None
@@ -199,7 +199,7 @@ class GatewayAPI:
                 "Authorization": f"Bearer {relay_token}",
                 "baggage": baggage_header(instance_id),
             },
-            timeout=PROBE_TIMEOUT,
+            seconds=PROBE_TIMEOUT,
         )
         if status < 400:
             return status, "answered"

@@ -44,7 +44,8 @@ FILE_CLIENTS: dict[str, str] = {
 class IdLocation(Protocol):
     """One place a tool reads its instance id from."""
 
-    path: Path
+    @property
+    def path(self) -> Path: ...
 
     def read(self) -> str | None: ...
 

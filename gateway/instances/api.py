@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from gateway.appkeys import REGISTRY, SETTINGS
 from gateway.auth import bearer_matches
+from gateway.bodies import read_json_object
 from gateway.envelope import ok
-from gateway.errors import AdminAuthRequired, InvalidBody, InvalidConfig
+from gateway.errors import (
+    AdminAuthRequired,
+    InvalidBody,
+    InvalidConfig,
+    MethodNotAllowed,
+    NotFound,
+)
 from gateway.instances.binding import Binding
 from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
 
@@ -22,22 +28,7 @@ _FIELDS = ("client", "provider", "model", "api_key", "base_url")
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidBody("Request body is not UTF-8 text.") from None
-    except json.JSONDecodeError as exc:
-        # Only the position: the parser's message may quote the body, which holds a key.
-        raise InvalidBody(
-            f"Request body is not valid JSON (line {exc.lineno}, column {exc.colno})."
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidBody("Request body must be a JSON object.")
+    body = await read_json_object(request, MAX_BODY)
     unknown = sorted(str(k)[:40] for k in body if k not in _FIELDS)
     if unknown:
         raise InvalidConfig(
@@ -117,3 +108,19 @@ async def delete(request: web.Request) -> web.Response:
     instance_id = _instance_id(request)
     await request.app[REGISTRY].delete(instance_id)
     return ok({"instance_id": instance_id, "deleted": True}, "Instance deleted")
+
+
+@routes.route("*", "/api/v1/instances{rest:(/.*)?}")
+async def not_served(request: web.Request) -> web.Response:
+    """Every other call under /api/v1/instances is ours too: never forwarded to powermem.
+
+    Without this route the proxy's catch-all would take e.g. a PATCH, body and key included.
+    """
+    rest = request.match_info["rest"]
+    if rest == "" or (rest.count("/") == 1 and rest != "/"):
+        allowed = "GET, POST" if rest == "" else "GET, PUT, DELETE"
+        raise MethodNotAllowed(
+            f"{request.method} is not supported here; use {allowed}.",
+            headers={"Allow": allowed},
+        )
+    raise NotFound("No such management call; see /api/v1/instances and /api/v1/instances/{id}.")

@@ -82,7 +82,14 @@ class Registry:
         self._yaml_stamp: object = _UNREAD
         self._inflight: dict[str, asyncio.Future[InstanceRecord]] = {}
         self._usage: dict[str, UsageDelta] = {}
-        self.reload_instances_file(strict=True)
+        try:
+            self.reload_instances_file(strict=True)
+        except BaseException:
+            # A bad instances.yaml stops the start: leave no open database behind.
+            self._store.close()
+            self._cache.close()
+            self._executor.shutdown()
+            raise
 
     @classmethod
     async def open(cls, settings: Settings) -> Registry:

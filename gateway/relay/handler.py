@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 from aiohttp import web
 
-from gateway.appkeys import REGISTRY, RELAY
+from gateway.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS, REGISTRY, RELAY
 from gateway.auth import bearer_matches
 from gateway.baggage import instance_from_baggage
+from gateway.bodies import read_json_object
 from gateway.errors import GatewayError, InvalidBody, RelayAuthRequired
 from gateway.relay.anthropic import (
     StreamTranslator,
@@ -35,15 +37,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidBody("Request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidBody("Request body must be a JSON object (a chat completion request).")
+    body = await read_json_object(request, MAX_BODY)
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise InvalidBody("'messages' must be a non-empty list of chat messages.")
     return body
@@ -67,16 +61,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             probe.set_result(None)
         return web.json_response(_probe_answer(body))
     target = await relay.target(instance_id)
-    registry = request.app[REGISTRY]
+    if target.instance_id is not None:
+        request[INSTANCE_ID], request[CLIENT_LABEL] = target.instance_id, target.client
+    registry, metrics = request.app[REGISTRY], request.app[METRICS]
+    start = time.perf_counter()
     try:
         if target.spec.wire == "anthropic":
             response, usage = await _anthropic(request, relay, target, body)
         else:
             response, usage = await _openai(request, relay, target, body)
     except GatewayError:
+        metrics.relay_call(
+            instance_id=target.instance_id,
+            client=target.client,
+            provider=target.spec.name,
+            seconds=time.perf_counter() - start,
+            error=True,
+        )
         if target.instance_id:
             registry.count(target.instance_id, relay_calls=1, relay_errors=1)
         raise
+    metrics.relay_call(
+        instance_id=target.instance_id,
+        client=target.client,
+        provider=target.spec.name,
+        seconds=time.perf_counter() - start,
+        error=False,
+        tokens=usage,
+    )
     if target.instance_id:
         registry.count(
             target.instance_id,
