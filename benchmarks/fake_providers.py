@@ -91,11 +91,18 @@ def _anthropic_bytes() -> tuple[bytes, list[bytes]]:
     block = {"type": "text", "text": ""}
     events = [
         _sse("message_start", {"type": "message_start", "message": start}),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        ),
         *(
             _sse(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": p},
+                },
             )
             for p in PIECES
         ),
@@ -132,11 +139,11 @@ def make_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _endpoint(*_openai_bytes()))
     app.router.add_post("/v1/messages", _endpoint(*_anthropic_bytes()))
-    app.router.add_get("/health", lambda _: _ok())
+    app.router.add_get("/health", _ok)
     return app
 
 
-async def _ok() -> web.Response:
+async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
@@ -144,13 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="fake LLM providers for benchmarks")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = None
-    web.run_app(make_app(), host="127.0.0.1", port=args.port, access_log=None, print=None, loop=loop)
+    web.run_app(make_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

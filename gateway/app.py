@@ -22,9 +22,11 @@ from gateway.appkeys import (
 from gateway.envelope import error_middleware
 from gateway.instances.api import routes as instance_routes
 from gateway.instances.registry import Registry
-from gateway.logs import access_middleware
+from gateway.logs import access_middleware, remember_secret
 from gateway.metrics import Metrics
 from gateway.metrics import routes as metrics_routes
+from gateway.netpolicy import UrlPolicy
+from gateway.openapi import routes as openapi_routes
 from gateway.proxy import proxy
 from gateway.ratelimit import InstanceRateLimiter
 from gateway.relay.client import ProviderPool
@@ -66,7 +68,11 @@ async def _housekeeping(registry: Registry) -> None:
 
 async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = ProviderPool(timeout=settings.provider_timeout, retries=settings.provider_retries)
+    pool = ProviderPool(
+        timeout=settings.provider_timeout,
+        retries=settings.provider_retries,
+        policy=UrlPolicy.from_settings(settings),
+    )
     app[RELAY] = Relay(
         token=load_relay_token(settings),
         registry=app[REGISTRY],
@@ -115,6 +121,14 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
+    # Whatever shape these have, no log line will show them (see gateway.logs).
+    for secret in (
+        settings.admin_token,
+        settings.secret,
+        settings.relay_token,
+        *settings.previous_secrets,
+    ):
+        remember_secret(secret)
     app[METRICS] = Metrics()
     if settings.instance_rate_limit:
         app[RATE_LIMITER] = InstanceRateLimiter(settings.instance_rate_limit)
@@ -125,5 +139,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(relay_routes)
     app.add_routes(status_routes)
     app.add_routes(metrics_routes)
+    app.add_routes(openapi_routes)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app

@@ -92,6 +92,22 @@ def cli() -> None:
     help="Requests per minute allowed per instance (default: no limit).",
 )
 @click.option(
+    "--allow-private-base-urls/--deny-private-base-urls",
+    "allow_private_base_urls",
+    default=None,
+    envvar="POWERMEM_GATEWAY_ALLOW_PRIVATE_BASE_URLS",
+    help="Whether client base URLs may reach private, loopback and link-local addresses. "
+    "[default: allowed only while listening on loopback]",
+)
+@click.option(
+    "--allow-base-url-host",
+    "allowed_base_url_hosts",
+    multiple=True,
+    help="A host name, address or CIDR block client base URLs may always reach, even a "
+    "private or cloud-metadata one (repeatable; env POWERMEM_GATEWAY_ALLOWED_BASE_URL_HOSTS, "
+    "comma-separated).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -113,7 +129,14 @@ def serve(**values: Any) -> None:
     from gateway.app import create_app
     from gateway.logs import configure_logging
 
+    values["allowed_base_url_hosts"] = tuple(values["allowed_base_url_hosts"]) or None
     settings = _settings(**values)
+    from gateway.netpolicy import UrlPolicy
+
+    try:
+        UrlPolicy.from_settings(settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-base-url-host") from None
     # Everything the gateway writes (registry, cache, logs) is for its own user alone.
     os.umask(0o077)
     configure_logging(settings.log_level, settings.log_format)
@@ -191,10 +214,49 @@ def instances_remove(instance_id: str, **values: Any) -> None:
     """Delete an instance; clients using its id get a clear error from then on."""
 
     async def action(registry: Any) -> None:
-        await registry.delete(instance_id)
+        await registry.delete(instance_id, source="cli")
 
     _run(_with_registry(_settings(**values), action))
     click.echo(f"Removed {instance_id}.")
+
+
+@cli.group()
+def secret() -> None:
+    """Manage the master key that encrypts stored API keys."""
+
+
+@secret.command("rotate")
+@_storage_options
+def secret_rotate(**values: Any) -> None:
+    """Re-encrypt every stored API key under a new master key.
+
+    With a generated master.key (the default) this makes a new key and retires the old one
+    once no stored key needs it. With POWERMEM_GATEWAY_SECRET: first restart every gateway
+    with the new secret in POWERMEM_GATEWAY_SECRET and the old one in
+    POWERMEM_GATEWAY_PREVIOUS_SECRET, run this with the same two variables, then drop
+    POWERMEM_GATEWAY_PREVIOUS_SECRET. Running gateways keep working throughout; if this
+    command is interrupted, run it again to finish.
+    """
+
+    async def action(registry: Any) -> Any:
+        return await registry.rotate_master_key(source="cli")
+
+    settings = _settings(**values)
+    report = _run(_with_registry(settings, action))
+    verb = "Finished the interrupted rotation to" if report.resumed else "Rotated to"
+    click.echo(
+        f"{verb} master key {report.key_id}: {report.reencrypted} stored key(s) re-encrypted"
+        + (f", retired key(s) {', '.join(report.retired)}." if report.retired else ".")
+    )
+    if settings.secret and not report.previous_key_ids and not report.retired:
+        click.echo(
+            "Every stored key already uses POWERMEM_GATEWAY_SECRET. To change the secret: "
+            "restart the gateways with the new secret in POWERMEM_GATEWAY_SECRET and the old "
+            "one in POWERMEM_GATEWAY_PREVIOUS_SECRET, run this command with both set, then "
+            "drop POWERMEM_GATEWAY_PREVIOUS_SECRET."
+        )
+    elif settings.secret:
+        click.echo("POWERMEM_GATEWAY_PREVIOUS_SECRET is no longer needed.")
 
 
 @cli.command("upstream-env")

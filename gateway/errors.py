@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AdminAuthRequired",
     "BadRequest",
+    "BaseUrlRefused",
     "ConfigConflict",
     "GatewayError",
     "InvalidBody",
@@ -73,6 +74,13 @@ class InvalidBody(BadRequest):
     """A JSON request body is malformed or of the wrong shape."""
 
     code = "INVALID_BODY"
+
+
+class BaseUrlRefused(GatewayError):
+    """A client-supplied base URL points where the gateway's base-URL policy forbids calling."""
+
+    status = 403
+    code = "BASE_URL_REFUSED"
 
 
 class AdminAuthRequired(GatewayError):

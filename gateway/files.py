@@ -16,8 +16,8 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private_file(path: Path, text: str) -> None:
-    """Replace `path` atomically: a reader sees the old content or the new, never a mix."""
+def _private_temp(path: Path, text: str) -> str:
+    """A fully written, fsynced 0600 temporary file beside `path`; returns its name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -25,6 +25,17 @@ def write_private_file(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replace `path` atomically: a reader sees the old content or the new, never a mix."""
+    tmp = _private_temp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -40,13 +51,8 @@ def write_private_file_once(path: Path, text: str) -> str:
     reads a half-written file.
     """
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = _private_temp(path, text)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:

@@ -1,8 +1,9 @@
 """Logging: JSON lines by default (text on request), one line per request, keys never shown.
 
 Secrets are kept out at the source (errors and records never carry a key), and the
-formatters scrub anything shaped like a bearer token or provider key as a second line of
-defence, since third-party libraries may log what they were given.
+formatters scrub, as a second line of defence since third-party libraries may log what they
+were given, both anything shaped like a bearer token or provider key and, whatever their
+shape, the exact secrets the gateway holds (`remember_secret`): its tokens and the keys in use.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -18,27 +21,80 @@ from aiohttp import web
 from gateway.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS
 from gateway.metrics import route_class
 
-__all__ = ["access_middleware", "configure_logging", "redact"]
+__all__ = ["access_middleware", "configure_logging", "redact", "remember_secret"]
 
 access_log = logging.getLogger("gateway.access")
 
-# sk-…, sk-ant-…, pgr-… (relay tokens), and anything after "Bearer ".
+# sk-…, sk-ant-…, pgr-… (relay tokens), anything after "Bearer ", the value of a credential
+# query parameter (`?key=…`, `&api_key=…`, `access_token=…`), and of a key header or field
+# (`x-api-key: …`, `"api_key": "…"`) however a library happens to print it.
 _SECRETS = re.compile(
     r"(?P<keep>\b(?:sk|pgr|rk|pk)-[A-Za-z0-9]{0,4})[A-Za-z0-9_\-]{8,}"
-    r"|(?P<bearer>Bearer\s+)[^\s\"',;]+",
+    r"|(?P<bearer>Bearer\s+)[^\s\"',;]+"
+    r"|(?P<query>[?&](?:key|api[_-]?key|access[_-]?token|token|secret|password|sig|signature)=)"
+    r"[^&#\s\"',;]+"
+    r"|(?P<field>\b(?:x-api-key|api-key|api_key|apikey|x-powermem-llm-api-key)"
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])[^\s\"',;&…]{4,}",
     re.IGNORECASE,
 )
 _FIELDS = ("method", "path", "status", "duration_ms", "instance_id", "client", "remote", "route")
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
 
-def redact(text: str) -> str:
-    def mask(m: re.Match[str]) -> str:
-        if m.group("bearer"):
-            return f"{m.group('bearer')}[redacted]"
-        return f"{m.group('keep')}…[redacted]"
+class _KnownSecrets:
+    """Exact strings masked in every log line; bounded, most recently used kept."""
 
-    return _SECRETS.sub(mask, text)
+    LIMIT = 4096
+    MIN_LEN = 8  # shorter values would mask ordinary words
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < self.MIN_LEN:
+            return
+        with self._lock:
+            if value in self._values:
+                self._values.move_to_end(value)
+                return
+            self._values[value] = None
+            while len(self._values) > self.LIMIT:
+                self._values.popitem(last=False)
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+
+    def sub(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(_mask_known, text) if pattern is not None else text
+
+
+_KNOWN = _KnownSecrets()
+
+
+def remember_secret(value: str | None) -> None:
+    """Mask this exact value in every log line from now on (tokens, keys in use)."""
+    _KNOWN.add(value)
+
+
+def _mask(m: re.Match[str]) -> str:
+    for group in ("bearer", "query", "field"):
+        if m.group(group):
+            return f"{m.group(group)}[redacted]"
+    return f"{m.group('keep')}…[redacted]"
+
+
+def _mask_known(m: re.Match[str]) -> str:
+    # A known secret of a recognisable shape is masked as the shape rule would, so a line
+    # reads the same whether or not the gateway happens to know that secret yet.
+    shaped = _SECRETS.fullmatch(m.group())
+    return _mask(shaped) if shaped else "[redacted]"
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(_mask, _KNOWN.sub(text))
 
 
 class JsonFormatter(logging.Formatter):

@@ -53,6 +53,16 @@ _DROP_REQUEST = HOP_BY_HOP | CONSUMED_HEADERS | {"baggage"}
 _DROP_RESPONSE = HOP_BY_HOP
 
 
+class _HeadersWithBody(web.StreamResponse):
+    """Sends its status line and headers together with the first body bytes: one write, not two.
+
+    Only for upstream answers of known length, whose body follows the headers at once; a
+    stream (SSE on /mcp) must show its headers to the client before its first event.
+    """
+
+    _send_headers_immediately = False
+
+
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1)."""
     listed: set[str] = set()
@@ -79,7 +89,7 @@ def _upstream_headers(request: web.Request, binding: Binding | None) -> CIMultiD
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward any request the gateway does not serve itself to powermem."""
     app = request.app
-    binding = await bind_request(request.headers, app[REGISTRY])
+    binding = await bind_request(request.headers, app[REGISTRY], source=request.remote or "")
     if binding is not None:
         request[INSTANCE_ID] = binding.record.instance_id
         request[CLIENT_LABEL] = binding.record.client
@@ -122,7 +132,10 @@ async def _forward(request: web.Request, binding: Binding | None) -> web.StreamR
 
     async with upstream:
         drop = _DROP_RESPONSE | _connection_listed(upstream.headers)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        sized = hdrs.CONTENT_LENGTH in upstream.headers
+        response = (_HeadersWithBody if sized else web.StreamResponse)(
+            status=upstream.status, reason=upstream.reason
+        )
         for name, value in upstream.headers.items():
             if name.lower() not in drop:
                 response.headers.add(name, value)
@@ -131,10 +144,15 @@ async def _forward(request: web.Request, binding: Binding | None) -> web.StreamR
             app[REGISTRY].count(
                 binding.record.instance_id, requests=1, errors=int(upstream.status >= 500)
             )
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+        except ConnectionResetError:
+            # The client went away (aiohttp's "Cannot write to closing transport"): nobody is
+            # left to answer, and it is not an error of ours or of powermem.
+            log.debug("client left during %s %s", request.method, request.path)
+            return response
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Too late for an error response: the status line has gone out. Cut the stream
             # so the client sees a truncated body rather than a silently complete one.

@@ -39,6 +39,8 @@ class Settings:
     admin_token: str | None = None
     # Master secret for API-key encryption; None means a generated key file in data_dir.
     secret: str | None = None
+    # Earlier secrets whose ciphertexts must stay readable until `secret rotate` finishes.
+    previous_secrets: tuple[str, ...] = ()
     # Relay token override; None means a generated token file in data_dir.
     relay_token: str | None = None
     # Seconds to wait for the upstream's response headers (bodies may stream for longer).
@@ -54,6 +56,8 @@ class Settings:
     # Whether client-supplied base URLs may point at private/loopback addresses;
     # None means "allowed while we listen on loopback only".
     allow_private_base_urls: bool | None = None
+    # Hosts, addresses or CIDR blocks client base URLs may always reach (cloud metadata too).
+    allowed_base_url_hosts: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -97,5 +101,11 @@ class Settings:
         ):
             if v := env.get(key):
                 values[name] = v
+        if v := env.get("POWERMEM_GATEWAY_PREVIOUS_SECRET"):
+            values["previous_secrets"] = (v,)
+        if v := env.get("POWERMEM_GATEWAY_ALLOWED_BASE_URL_HOSTS"):
+            values["allowed_base_url_hosts"] = tuple(h.strip() for h in v.split(",") if h.strip())
+        if v := env.get("POWERMEM_GATEWAY_ALLOW_PRIVATE_BASE_URLS"):
+            values["allow_private_base_urls"] = v.strip().lower() in ("1", "true", "yes", "on")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

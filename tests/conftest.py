@@ -16,11 +16,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import settings as hypothesis_settings
 
 from gateway.app import create_app
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream
+
+# Property and fuzz tests are reproducible: the same examples on every run and machine.
+hypothesis_settings.register_profile(
+    "gateway", derandomize=True, deadline=None, database=None, print_blob=True
+)
+hypothesis_settings.load_profile("gateway")
 
 
 @pytest.fixture(autouse=True)

@@ -43,6 +43,12 @@ def require_admin(request: web.Request) -> None:
     if not token:
         return
     if not bearer_matches(request.headers.get("Authorization"), token):
+        instance_id = request.match_info.get("instance_id")
+        request.app[REGISTRY].audit.record(
+            "admin_auth_failed",
+            instance_id=instance_id if instance_id and INSTANCE_ID_RE.match(instance_id) else None,
+            source=request.remote or "",
+        )
         raise AdminAuthRequired(
             "This call needs the admin token: send 'Authorization: Bearer <token>' "
             "(POWERMEM_GATEWAY_ADMIN_TOKEN).",
@@ -63,7 +69,7 @@ def _instance_id(request: web.Request) -> str:
 async def register(request: web.Request) -> web.Response:
     body = await _json_object(request)
     config = InstanceConfig.parse(**{k: body.get(k, "") for k in _FIELDS})
-    record, created = await request.app[REGISTRY].resolve(config)
+    record, created = await request.app[REGISTRY].resolve(config, source=request.remote or "")
     data = {"instance_id": record.instance_id, "created": created, "instance": record.public()}
     return ok(
         data,
@@ -98,7 +104,7 @@ async def update(request: web.Request) -> web.Response:
     body = await _json_object(request)
     if not body:
         raise InvalidBody(f"Nothing to update: send any of {', '.join(_FIELDS)}.")
-    record = await request.app[REGISTRY].update(instance_id, body)
+    record = await request.app[REGISTRY].update(instance_id, body, source=request.remote or "")
     return ok(record.public(), "Instance updated")
 
 
@@ -106,7 +112,7 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     require_admin(request)
     instance_id = _instance_id(request)
-    await request.app[REGISTRY].delete(instance_id)
+    await request.app[REGISTRY].delete(instance_id, source=request.remote or "")
     return ok({"instance_id": instance_id, "deleted": True}, "Instance deleted")
 
 

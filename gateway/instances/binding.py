@@ -54,8 +54,13 @@ def _value(headers: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
-async def bind_request(headers: Mapping[str, str], registry: Registry) -> Binding | None:
-    """The instance named or described by the headers; None for a plain (fallback) request."""
+async def bind_request(
+    headers: Mapping[str, str], registry: Registry, *, source: str = ""
+) -> Binding | None:
+    """The instance named or described by the headers; None for a plain (fallback) request.
+
+    `source` is the caller's address, for the audit entry of an implicit registration.
+    """
     instance_id = _value(headers, INSTANCE)
     if instance_id is not None:
         if not INSTANCE_ID_RE.match(instance_id):
@@ -80,5 +85,5 @@ async def bind_request(headers: Mapping[str, str], registry: Registry) -> Bindin
     except InvalidConfig as exc:
         header = _LLM_FIELDS.get(str(exc.details.get("field")), "X-PowerMem-LLM-*")
         raise InvalidHeader(f"{header}: {exc.message}", details={"header": header}) from None
-    record, created = await registry.resolve(config)
+    record, created = await registry.resolve(config, source=source, implicit=True)
     return Binding(record, created)

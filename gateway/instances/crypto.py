@@ -21,7 +21,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.files import write_private_file_once
 
-__all__ = ["KeyRing", "MasterKey", "SecretError", "load_master_key"]
+__all__ = [
+    "KeyRing",
+    "MasterKey",
+    "SecretError",
+    "UnknownMasterKey",
+    "key_id_of",
+    "load_master_key",
+]
 
 _VERSION = "v1"
 MASTER_KEY_FILE = "master.key"
@@ -31,15 +38,32 @@ class SecretError(Exception):
     """A ciphertext cannot be opened (unknown master key, tampering, or a malformed value)."""
 
 
+class UnknownMasterKey(SecretError):
+    """A ciphertext names a master key that is not loaded."""
+
+
 class MasterKey:
     def __init__(self, material: bytes) -> None:
         if len(material) != 32:
             raise ValueError("a master key is 32 bytes")
         self._aead = AESGCM(material)
+        self._material = material
         self.key_id = hashlib.sha256(b"powermem-gateway key id\0" + material).hexdigest()[:12]
 
     def __repr__(self) -> str:
         return f"MasterKey(key_id={self.key_id!r})"
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(secrets.token_bytes(32))
+
+    @classmethod
+    def from_file_text(cls, text: str) -> MasterKey:
+        return cls(base64.urlsafe_b64decode(text.strip()))
+
+    def file_text(self) -> str:
+        """How the key is kept in a key file (base64, one line); handle with care."""
+        return base64.urlsafe_b64encode(self._material).decode() + "\n"
 
     @classmethod
     def from_secret(cls, secret: str) -> MasterKey:
@@ -80,13 +104,27 @@ class KeyRing:
         self.current = current
         self._by_id = {k.key_id: k for k in (*older, current)}
 
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._by_id
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._by_id)
+
+    def get(self, key_id: str) -> MasterKey | None:
+        return self._by_id.get(key_id)
+
+    def add(self, key: MasterKey) -> None:
+        """Make one more key readable (a ring only ever grows while the process runs)."""
+        self._by_id.setdefault(key.key_id, key)
+
     def encrypt(self, plaintext: str, *, instance_id: str) -> str:
         return self.current.encrypt(plaintext, instance_id=instance_id)
 
     def decrypt(self, token: str, *, instance_id: str) -> str:
         key = self._by_id.get(key_id_of(token))
         if key is None:
-            raise SecretError(
+            raise UnknownMasterKey(
                 "stored API key was encrypted under a master key this gateway does not have; "
                 "start it with the POWERMEM_GATEWAY_SECRET or master.key it was registered with"
             )
@@ -98,7 +136,4 @@ def load_master_key(data_dir: Path, secret: str | None) -> MasterKey:
     if secret:
         return MasterKey.from_secret(secret)
     path = data_dir / MASTER_KEY_FILE
-    encoded = write_private_file_once(
-        path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n"
-    )
-    return MasterKey(base64.urlsafe_b64decode(encoded.strip()))
+    return MasterKey.from_file_text(write_private_file_once(path, MasterKey.generate().file_text()))

@@ -50,6 +50,13 @@ def _check_base_url(base_url: str) -> str:
         )
     if parts.fragment:
         raise InvalidConfig("base_url must not have a #fragment.", details={"field": "base_url"})
+    if parts.query:
+        # The relay appends /chat/completions (or /v1/messages) to the base URL, so a query
+        # could never work; and `?key=…` would put a credential where keys are not protected.
+        raise InvalidConfig(
+            "base_url must not have a ?query; send the key as api_key.",
+            details={"field": "base_url"},
+        )
     # One canonical spelling, so `…/v1` and `…/v1/` are the same configuration.
     return base_url.rstrip("/")
 

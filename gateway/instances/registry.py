@@ -1,31 +1,28 @@
 """The registry: SQLite as the store of record, instances.yaml on top, diskcache in front.
 
 Lookups on the request path cost one diskcache read (shared by every gateway process on the
-data dir). Writers keep that cache honest without locks: a miss is filled with `add` (only if
-still absent) and every change is written with `set` after its commit, so a reader holding a
-row from before the change can never put it back. Deletions leave a tombstone for the same
-reason. Entries also expire, which bounds the damage of a process killed between commit and
-`set`.
+data dir). `gateway.instances.cache` keeps that cache honest across processes: once an update
+or delete has answered, no process serves the old configuration, and a reader holding a row
+from before a change never writes it back. Every change is also appended to the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, replace
+from dataclasses import astuple
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import diskcache
-
+from gateway.audit import AuditLog
 from gateway.errors import InvalidConfig, ReadOnlyInstance, UnknownInstance
 from gateway.files import ensure_private_dir
-from gateway.instances.crypto import KeyRing, load_master_key
+from gateway.instances.cache import GONE, RecordCache
+from gateway.instances.keystore import KeyStore
 from gateway.instances.model import (
     InstanceConfig,
     InstanceRecord,
@@ -33,8 +30,11 @@ from gateway.instances.model import (
     config_digest,
     mask_key,
 )
+from gateway.instances.rotation import RotationReport, rotate
 from gateway.instances.store import Row, Store, UsageDelta, now_iso
 from gateway.instances.yamlfile import InstancesFileError, load_instances_file
+from gateway.netpolicy import UrlPolicy
+from gateway.providers import PROVIDERS
 from gateway.settings import Settings
 
 __all__ = ["Registry"]
@@ -42,7 +42,6 @@ __all__ = ["Registry"]
 log = logging.getLogger("gateway.registry")
 T = TypeVar("T")
 
-_GONE = "gone"
 _UNREAD = object()
 RECORD_TTL = 300.0
 TOMBSTONE_TTL = 3600.0
@@ -64,6 +63,10 @@ def _record(row: Row) -> InstanceRecord:
     )
 
 
+def _cached(row: Row) -> tuple[tuple[Any, ...], float]:
+    return astuple(_record(row)), RECORD_TTL
+
+
 class Registry:
     """Every instance the gateway knows; open with `await Registry.open(settings)`."""
 
@@ -71,12 +74,12 @@ class Registry:
         self._settings = settings
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="registry")
         data_dir = ensure_private_dir(settings.data_dir)
-        self.keys = KeyRing(load_master_key(data_dir, settings.secret))
+        self.keys = KeyStore(data_dir, settings.secret, settings.previous_secrets)
+        self.url_policy = UrlPolicy.from_settings(settings)
         self._store = Store(data_dir)
         self._id_key = self._store.id_key()
-        cache_dir = ensure_private_dir(data_dir / "cache")
-        os.close(os.open(cache_dir / "cache.db", os.O_CREAT | os.O_RDWR, 0o600))
-        self._cache = diskcache.Cache(str(cache_dir), statistics=False)
+        self._cache = RecordCache(data_dir / "cache")
+        self.audit = AuditLog(data_dir)
         self._yaml: dict[str, InstanceRecord] = {}
         self._yaml_by_digest: dict[str, str] = {}
         self._yaml_stamp: object = _UNREAD
@@ -88,6 +91,7 @@ class Registry:
             # A bad instances.yaml stops the start: leave no open database behind.
             self._store.close()
             self._cache.close()
+            self.audit.close()
             self._executor.shutdown()
             raise
 
@@ -100,6 +104,7 @@ class Registry:
         await self._run(self._store.close)
         self._executor.shutdown(wait=True)
         self._cache.close()
+        self.audit.close()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
@@ -141,7 +146,9 @@ class Registry:
                 provider=entry.config.provider,
                 model=entry.config.model,
                 base_url=entry.config.base_url,
-                encrypted_key=self.keys.encrypt(entry.config.api_key, instance_id=instance_id),
+                encrypted_key=self.keys.current.encrypt(
+                    entry.config.api_key, instance_id=instance_id
+                ),
                 masked_key=mask_key(entry.config.api_key),
                 config_digest=digest,
                 created_at=when,
@@ -166,29 +173,38 @@ class Registry:
         if (found := self._yaml.get(instance_id)) is not None:
             return found
         cached = self._cache.get(("id", instance_id))
-        if cached == _GONE:
+        if cached is None:
+            epoch = self._cache.epoch()  # before the read: see RecordCache.fill
+            row: Row | None = await self._run(self._store.get, instance_id)
+            cached = astuple(_record(row)) if row is not None else GONE
+            self._cache.fill({("id", instance_id): cached}, epoch, expire=RECORD_TTL if row else 60)
+        if cached == GONE:
             raise UnknownInstance(
                 f"Instance {instance_id} is not registered (it may have been deleted); "
                 "register it again or drop the X-PowerMem-Instance header.",
                 details={"instance_id": instance_id},
             )
-        if cached is not None:
-            return InstanceRecord(*cached)
-        row = await self._run(self._store.get, instance_id)
-        if row is None:
-            self._cache.add(("id", instance_id), _GONE, expire=60)
-            return await self.get(instance_id)
-        record = _record(row)
-        self._cache.add(("id", instance_id), astuple(record), expire=RECORD_TTL)
-        return record
+        return InstanceRecord(*cached)
 
-    async def resolve(self, config: InstanceConfig) -> tuple[InstanceRecord, bool]:
-        """The instance for a configuration, created on first sight; True when just created."""
+    def check_base_url(self, config: InstanceConfig) -> None:
+        """Refuse a configuration whose (default) base URL the base-URL policy forbids."""
+        url = config.base_url or PROVIDERS[config.provider].default_base_url
+        self.url_policy.check_url(url)
+
+    async def resolve(
+        self, config: InstanceConfig, *, source: str = "", implicit: bool = False
+    ) -> tuple[InstanceRecord, bool]:
+        """The instance for a configuration, created on first sight; True when just created.
+
+        `source` (the caller's address) and `implicit` (created by a proxied request's
+        headers) are for the audit log.
+        """
         digest = self.digest(config)
         if (yaml_id := self._yaml_by_digest.get(digest)) is not None:
             return self._yaml[yaml_id], False
+        self.check_base_url(config)
         cached = self._cache.get(("cfg", digest))
-        if isinstance(cached, str) and cached != _GONE:
+        if isinstance(cached, str) and cached != GONE:
             try:
                 return await self.get(cached), False
             except UnknownInstance:
@@ -199,12 +215,25 @@ class Registry:
         future: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
+            epoch = self._cache.epoch()
             row, created = await self._run(
                 self._store.create, digest, self._candidates(digest), partial(self._row, config)
             )
             record = _record(row)
-            self._cache.set(("id", record.instance_id), astuple(record), expire=RECORD_TTL)
-            self._cache.set(("cfg", digest), record.instance_id, expire=RECORD_TTL)
+            entries: dict[tuple[str, str], Any] = {
+                ("id", record.instance_id): astuple(record),
+                ("cfg", digest): record.instance_id,
+            }
+            if created:
+                self._cache.commit({k: (v, RECORD_TTL) for k, v in entries.items()})
+                self.audit.record(
+                    "implicit_create" if implicit else "create",
+                    instance_id=record.instance_id,
+                    client=record.client,
+                    source=source,
+                )
+            else:
+                self._cache.fill(entries, epoch, expire=RECORD_TTL)
             future.set_result(record)
             return record, created
         except BaseException as exc:
@@ -221,15 +250,26 @@ class Registry:
                 yield instance_id
 
     def _row(
-        self, config: InstanceConfig, instance_id: str, *, created_at: str | None = None
+        self,
+        config: InstanceConfig,
+        instance_id: str,
+        master_key_id: str | None,
+        *,
+        created_at: str | None = None,
+        not_at: str = "",
     ) -> Row:
+        """A row for `config`; runs inside the store's write transaction (see Store.create)."""
         stamp = now_iso()
+        if stamp == not_at:  # same millisecond as the version it replaces: keep it moving
+            stamp = stamp[:-1] + "1Z"
         return Row(
             instance_id=instance_id,
             client=config.client,
             provider=config.provider,
             model=config.model,
-            api_key=self.keys.encrypt(config.api_key, instance_id=instance_id),
+            api_key=self.keys.encrypt(
+                config.api_key, instance_id=instance_id, meta_key_id=master_key_id
+            ),
             masked_key=mask_key(config.api_key),
             base_url=config.base_url,
             config_digest=self.digest(config),
@@ -252,7 +292,9 @@ class Registry:
                 details={"instance_id": instance_id},
             )
 
-    async def update(self, instance_id: str, changes: dict[str, Any]) -> InstanceRecord:
+    async def update(
+        self, instance_id: str, changes: dict[str, Any], *, source: str = ""
+    ) -> InstanceRecord:
         self._refuse_yaml(instance_id)
         unknown = sorted(set(changes) - set(_UPDATABLE))
         if unknown:
@@ -272,30 +314,74 @@ class Registry:
             "api_key": self.keys.decrypt(old.api_key, instance_id=instance_id),
         }
         config = InstanceConfig.parse(**(current | changes))
-        new = self._row(config, instance_id, created_at=old.created_at)
-        if new.updated_at == old.updated_at:  # same millisecond: keep the version moving
-            new = replace(new, updated_at=new.updated_at[:-1] + "1Z")
-        # Drop the cached entries before the commit so nobody is served the old configuration
-        # after it; the `set`s after the commit cannot be undone by a slower reader's `add`.
-        self._cache.delete(("id", instance_id))
-        self._cache.delete(("cfg", old.config_digest))
-        row = await self._run(self._store.replace, old, new)
+        self.check_base_url(config)
+        build = partial(
+            self._row, config, instance_id, created_at=old.created_at, not_at=old.updated_at
+        )
+        keys = [("id", instance_id), ("cfg", old.config_digest)]
+        self._cache.begin(keys)
+        try:
+            row: Row = await self._run(self._store.replace, old, build)
+        except BaseException:
+            self._cache.abort(keys)
+            raise
         record = _record(row)
-        if old.config_digest != new.config_digest:
-            self._cache.set(("cfg", old.config_digest), _GONE, expire=TOMBSTONE_TTL)
-        self._cache.set(("id", instance_id), astuple(record), expire=RECORD_TTL)
-        self._cache.set(("cfg", new.config_digest), instance_id, expire=RECORD_TTL)
+        entries: dict[tuple[str, str], tuple[Any, float]] = {
+            ("id", instance_id): (astuple(record), RECORD_TTL),
+            ("cfg", row.config_digest): (instance_id, RECORD_TTL),
+        }
+        if old.config_digest != row.config_digest:
+            entries[("cfg", old.config_digest)] = (GONE, TOMBSTONE_TTL)
+        self._cache.commit(entries)
+        changed = [name for name in _UPDATABLE if current[name] != getattr(config, name)]
+        self.audit.record(
+            "update", instance_id=instance_id, client=record.client, source=source, fields=changed
+        )
         return record
 
-    async def delete(self, instance_id: str) -> None:
+    async def delete(self, instance_id: str, *, source: str = "") -> None:
         self._refuse_yaml(instance_id)
-        row: Row | None = await self._run(self._store.delete, instance_id)
+        keys = [("id", instance_id)]
+        self._cache.begin(keys)
+        try:
+            row: Row | None = await self._run(self._store.delete, instance_id)
+        except BaseException:
+            self._cache.abort(keys)
+            raise
+        entries: dict[tuple[str, str], tuple[Any, float]] = {
+            ("id", instance_id): (GONE, TOMBSTONE_TTL)
+        }
+        if row is not None:
+            entries[("cfg", row.config_digest)] = (GONE, TOMBSTONE_TTL)
+        self._cache.commit(entries)
+        self._usage.pop(instance_id, None)
         if row is None:
             await self.get(instance_id)  # raises UnknownInstance
-        self._cache.set(("id", instance_id), _GONE, expire=TOMBSTONE_TTL)
-        if row is not None:
-            self._cache.set(("cfg", row.config_digest), _GONE, expire=TOMBSTONE_TTL)
-        self._usage.pop(instance_id, None)
+            return
+        self.audit.record("delete", instance_id=instance_id, client=row.client, source=source)
+
+    # -- master key rotation --------------------------------------------------------------
+
+    def _rotate(self) -> RotationReport:
+        try:
+            return rotate(self._store, self.keys, self._cache, _cached)
+        finally:
+            self._cache.close()  # this worker thread's cache connection
+
+    async def rotate_master_key(self, *, source: str = "cli") -> RotationReport:
+        """Re-encrypt every stored key under a new master key (see gateway.instances.rotation)."""
+        report: RotationReport = await self._run(self._rotate)
+        self.audit.record(
+            "rotate",
+            source=source,
+            key_ids={
+                "key_id": report.key_id,
+                "previous_key_ids": report.previous_key_ids,
+                "retired_key_ids": report.retired,
+                "reencrypted": report.reencrypted,
+            },
+        )
+        return report
 
     # -- usage ----------------------------------------------------------------------------
 

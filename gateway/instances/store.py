@@ -56,6 +56,11 @@ _COLUMNS = (
 )
 
 
+def _master_key_id(db: sqlite3.Connection) -> str | None:
+    found = db.execute("SELECT value FROM meta WHERE name='master_key_id'").fetchone()
+    return str(found[0]) if found else None
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -134,7 +139,10 @@ class Store:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk, for one);
+                # a second ROLLBACK would fail and hide the error that explains the failure.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -159,6 +167,49 @@ class Store:
             (value,) = db.execute("SELECT value FROM meta WHERE name='id_key'").fetchone()
         return bytes.fromhex(value)
 
+    def master_key_id(self) -> str | None:
+        """The master key every writer encrypts under (None until a rotation names one)."""
+        try:
+            return _master_key_id(self._db)
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from None
+
+    def set_master_key_id(self, key_id: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta(name, value) VALUES ('master_key_id', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (key_id,),
+            )
+
+    def ciphertexts(self) -> list[tuple[str, str]]:
+        """Every (instance_id, api_key ciphertext): what a rotation has to look at."""
+        try:
+            found = self._db.execute("SELECT instance_id, api_key FROM instances").fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from None
+        return [(str(i), str(k)) for i, k in found]
+
+    def swap_ciphertexts(self, swaps: list[tuple[str, str, str]]) -> list[Row]:
+        """Set each (instance_id, old, new) ciphertext if the row still holds `old`.
+
+        One transaction for the batch; rows changed meanwhile are left alone (the caller
+        looks again). Returns the rows that were rewritten.
+        """
+        done: list[Row] = []
+        with self._write() as db:
+            for instance_id, old, new in swaps:
+                changed = db.execute(
+                    "UPDATE instances SET api_key = ? WHERE instance_id = ? AND api_key = ?",
+                    (new, instance_id, old),
+                ).rowcount
+                if changed:
+                    found = db.execute(
+                        f"SELECT {_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
+                    ).fetchone()
+                    done.append(Row(*found))
+        return done
+
     def get(self, instance_id: str) -> Row | None:
         return self._one("WHERE instance_id = ?", (instance_id,))
 
@@ -178,9 +229,13 @@ class Store:
         self,
         digest: str,
         candidates: Iterator[str],
-        build: Callable[[str], Row],
+        build: Callable[[str, str | None], Row],
     ) -> tuple[Row, bool]:
-        """The row for `digest`, made from the first free candidate id if there is none yet."""
+        """The row for `digest`, made from the first free candidate id if there is none yet.
+
+        `build(instance_id, master_key_id)` runs inside the write transaction, with the
+        master key id the database names as current (see `gateway.instances.keystore`).
+        """
         with self._write() as db:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM instances WHERE config_digest = ?", (digest,)
@@ -192,7 +247,7 @@ class Store:
                     "SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)
                 ).fetchone()
                 if not taken:
-                    row = build(instance_id)
+                    row = build(instance_id, _master_key_id(db))
                     db.execute(
                         f"INSERT INTO instances({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (
@@ -211,9 +266,11 @@ class Store:
                     return row, True
         raise StorageError("Registry unavailable: no free instance id (this should not happen).")
 
-    def replace(self, old: Row, new: Row) -> Row:
-        """Write `new` over `old` (same id) unless its configuration belongs to another id."""
+    def replace(self, old: Row, build: Callable[[str | None], Row]) -> Row:
+        """Write `build(master_key_id)` over `old` (same id) unless its configuration belongs
+        to another id or `old` changed meanwhile."""
         with self._write() as db:
+            new = build(_master_key_id(db))
             clash = db.execute(
                 "SELECT instance_id FROM instances WHERE config_digest = ? AND instance_id != ?",
                 (new.config_digest, new.instance_id),

@@ -4,6 +4,10 @@ One `ClientSession` per provider origin keeps connections (and TLS sessions) war
 calls. Requests are built from scratch, so nothing the caller sent (its `baggage`,
 `traceparent`, or our relay token) can reach a provider, and redirects are never followed:
 a redirect could carry the key to a host nobody registered.
+
+Calls to a client-chosen base URL go through sessions of their own, whose resolver applies the
+base-URL policy (`gateway.netpolicy`) to every address a name resolves to; address literals,
+which aiohttp never hands to a resolver, are checked before the call.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import random
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from gateway.errors import ProviderError
+from gateway.netpolicy import AddressRefused, PolicyResolver, UrlPolicy
 from gateway.relay.anthropic import from_anthropic_error
 from gateway.relay.target import Target
 
@@ -41,20 +47,31 @@ def _retry_delay(attempt: int, response: aiohttp.ClientResponse | None) -> float
 
 
 class ProviderPool:
-    def __init__(self, *, timeout: float, retries: int) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        retries: int,
+        policy: UrlPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self._timeout = timeout
         self._retries = retries
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._policy = policy if policy is not None else UrlPolicy(allow_private=True)
+        # The name resolution under the policy (a test may hand in its own records).
+        self._resolver = resolver
+        self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
 
-    def _session(self, url: URL) -> aiohttp.ClientSession:
-        origin = str(url.origin())
+    def _session(self, url: URL, *, guarded: bool) -> aiohttp.ClientSession:
+        origin = (str(url.origin()), guarded)
         session = self._sessions.get(origin)
         if session is None or session.closed:
+            resolver = PolicyResolver(self._policy, self._resolver) if guarded else None
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=min(10.0, self._timeout), sock_read=self._timeout
                 ),
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60),
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, resolver=resolver),
                 # Nothing from the environment: no proxy variables, no .netrc credentials.
                 trust_env=False,
             )
@@ -82,7 +99,9 @@ class ProviderPool:
         }
         if target.spec.wire == "anthropic":
             headers["anthropic-version"] = "2023-06-01"
-        session = self._session(url)
+        if target.client_url:
+            self._policy.check_host(url.host or "")
+        session = self._session(url, guarded=target.client_url)
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
             response: aiohttp.ClientResponse | None = None
@@ -99,6 +118,9 @@ class ProviderPool:
                         error_type="timeout",
                     ) from None
             except aiohttp.ClientError as exc:
+                refused = getattr(exc, "os_error", None)
+                if isinstance(refused, AddressRefused):
+                    raise refused.error from None  # the policy's answer, never retried
                 if last:
                     raise ProviderError(
                         f"Cannot reach {target.spec.name} at {url.origin()} "

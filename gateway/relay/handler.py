@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from gateway.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS, REGISTRY, RELAY
 from gateway.auth import bearer_matches
 from gateway.baggage import instance_from_baggage
 from gateway.bodies import read_json_object
-from gateway.errors import GatewayError, InvalidBody, RelayAuthRequired
+from gateway.errors import InvalidBody, ProviderError, RelayAuthRequired
 from gateway.relay.anthropic import (
     StreamTranslator,
     from_anthropic_response,
@@ -31,6 +33,7 @@ from gateway.relay.target import Target
 
 __all__ = ["routes"]
 
+log = logging.getLogger("gateway.relay")
 routes = web.RouteTableDef()
 MAX_BODY = 16 * 1024 * 1024
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -40,6 +43,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     body = await read_json_object(request, MAX_BODY)
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise InvalidBody("'messages' must be a non-empty list of chat messages.")
+    for position, message in enumerate(body["messages"]):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidBody(f"messages[{position}] must be an object with a 'role'.")
+    # Streaming is decided here, so a truthy non-boolean must not reach a provider that streams.
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidBody("'stream' must be true or false.")
     return body
 
 
@@ -63,39 +73,32 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     target = await relay.target(instance_id)
     if target.instance_id is not None:
         request[INSTANCE_ID], request[CLIENT_LABEL] = target.instance_id, target.client
-    registry, metrics = request.app[REGISTRY], request.app[METRICS]
+    registry = request.app[REGISTRY]
     start = time.perf_counter()
+    usage, failed = (0, 0), True
     try:
         if target.spec.wire == "anthropic":
             response, usage = await _anthropic(request, relay, target, body)
         else:
             response, usage = await _openai(request, relay, target, body)
-    except GatewayError:
-        metrics.relay_call(
+        failed = False
+    finally:
+        request.app[METRICS].relay_call(
             instance_id=target.instance_id,
             client=target.client,
             provider=target.spec.name,
             seconds=time.perf_counter() - start,
-            error=True,
+            error=failed,
+            tokens=usage,
         )
         if target.instance_id:
-            registry.count(target.instance_id, relay_calls=1, relay_errors=1)
-        raise
-    metrics.relay_call(
-        instance_id=target.instance_id,
-        client=target.client,
-        provider=target.spec.name,
-        seconds=time.perf_counter() - start,
-        error=False,
-        tokens=usage,
-    )
-    if target.instance_id:
-        registry.count(
-            target.instance_id,
-            relay_calls=1,
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
-        )
+            registry.count(
+                target.instance_id,
+                relay_calls=1,
+                relay_errors=int(failed),
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
     return response
 
 
@@ -128,6 +131,60 @@ def _openai_usage(payload: Any) -> tuple[int, int]:
     )
 
 
+# A provider's answer that breaks off: before our status line it becomes an OpenAI error;
+# after it, the stream is cut (no [DONE]) so the caller cannot mistake it for a whole answer.
+_BROKEN = (aiohttp.ClientError, TimeoutError)
+
+
+def _broken(target: Target, exc: BaseException) -> ProviderError:
+    if isinstance(exc, TimeoutError):
+        return ProviderError(
+            f"{target.spec.name} stopped sending its answer (timeout).",
+            status=504,
+            error_type="timeout",
+        )
+    return ProviderError(
+        f"{target.spec.name} broke off its answer ({type(exc).__name__}).", status=502
+    )
+
+
+async def _json_answer(target: Target, upstream: aiohttp.ClientResponse) -> tuple[bytes, Any]:
+    """The provider's whole answer and its JSON object, or a 502 saying it sent something else."""
+    try:
+        raw = await upstream.read()
+    except _BROKEN as exc:
+        raise _broken(target, exc) from None
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ProviderError(
+            f"{target.spec.name} sent an answer that is not a JSON object "
+            f"({upstream.content_type or 'no content type'}, {len(raw)} bytes).",
+            status=502,
+        )
+    return raw, payload
+
+
+def _event_stream(target: Target, upstream: aiohttp.ClientResponse) -> None:
+    if upstream.content_type != "text/event-stream":
+        raise ProviderError(
+            f"{target.spec.name} answered a streaming request with "
+            f"{upstream.content_type or 'no content type'} instead of an event stream.",
+            status=502,
+        )
+
+
+def _cut(request: web.Request, target: Target, exc: BaseException) -> None:
+    if isinstance(exc, ConnectionResetError):
+        log.debug("caller left during a %s stream", target.spec.name)
+    else:
+        log.warning("%s stream broke off: %s", target.spec.name, type(exc).__name__)
+    if request.transport is not None:
+        request.transport.close()
+
+
 async def _openai(
     request: web.Request, relay: Any, target: Target, body: dict[str, Any]
 ) -> tuple[web.StreamResponse, tuple[int, int]]:
@@ -136,22 +193,23 @@ async def _openai(
     upstream = await relay.pool.post(target, body)
     async with upstream:
         if body.get("stream") is not True:
-            raw = await upstream.read()
-            try:
-                usage = _openai_usage(json.loads(raw))
-            except ValueError:
-                usage = (0, 0)
-            return web.Response(body=raw, content_type="application/json"), usage
+            raw, payload = await _json_answer(target, upstream)
+            return web.Response(body=raw, content_type="application/json"), _openai_usage(payload)
+        _event_stream(target, upstream)
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         parser, usage = SSEParser(), (0, 0)
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-            for event in parser.feed(chunk):
-                # Only the (last) chunk that carries usage is worth decoding.
-                if '"usage"' in event.data:
-                    with contextlib.suppress(ValueError):
-                        usage = _openai_usage(json.loads(event.data)) or usage
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                for event in parser.feed(chunk):
+                    # Only the (last) chunk that carries usage is worth decoding.
+                    if '"usage"' in event.data:
+                        with contextlib.suppress(ValueError):
+                            usage = _openai_usage(json.loads(event.data)) or usage
+        except (*_BROKEN, ConnectionResetError) as exc:
+            _cut(request, target, exc)
+            return response, usage
         await response.write_eof()
         return response, usage
 
@@ -164,10 +222,7 @@ async def _anthropic(
     upstream = await relay.pool.post(target, message)
     async with upstream:
         if not message.get("stream"):
-            try:
-                answer = await upstream.json(content_type=None)
-            except ValueError:
-                raise GatewayError("Anthropic sent a response that is not JSON.") from None
+            _, answer = await _json_answer(target, upstream)
             out = from_anthropic_response(
                 answer, model=target.model, json_mode=json_mode_requested(body)
             )
@@ -179,17 +234,22 @@ async def _anthropic(
         translator = StreamTranslator(
             model=target.model, include_usage=stream_usage_requested(body)
         )
+        _event_stream(target, upstream)
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         parser = SSEParser()
-        async for chunk in upstream.content.iter_any():
-            for event in parser.feed(chunk):
-                if out_bytes := translator.feed_event(event):
-                    await response.write(out_bytes)
-        if translator.complete or translator.failed:
-            await response.write(translator.finish())
-            await response.write_eof()
-        elif request.transport is not None:
-            # The provider cut the stream: no [DONE], so the caller cannot take it as whole.
-            request.transport.close()
-        return response, (translator.usage.prompt_tokens, translator.usage.completion_tokens)
+        try:
+            async for chunk in upstream.content.iter_any():
+                for event in parser.feed(chunk):
+                    if out_bytes := translator.feed_event(event):
+                        await response.write(out_bytes)
+            if translator.complete or translator.failed:
+                await response.write(translator.finish())
+                await response.write_eof()
+            elif request.transport is not None:
+                # The provider ended the stream early: no [DONE], so it is not taken as whole.
+                request.transport.close()
+        except (*_BROKEN, ConnectionResetError) as exc:
+            _cut(request, target, exc)
+        usage = translator.usage
+        return response, (usage.prompt_tokens, usage.completion_tokens)

@@ -10,6 +10,7 @@ from gateway.instances.crypto import SecretError
 from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.store import now_iso
+from gateway.logs import remember_secret
 from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target
 
@@ -50,6 +51,9 @@ class Relay:
         default: InstanceConfig | None,
     ) -> None:
         self.token = token
+        remember_secret(token)
+        if default is not None:
+            remember_secret(default.api_key)
         self.pool = pool
         self.stats = RelayStats()
         # Wiring probes in flight (see gateway.status): probe id → resolved when the call lands.
@@ -81,4 +85,6 @@ class Relay:
             api_key = self._registry.api_key(record)
         except SecretError as exc:
             raise GatewayError(f"Instance {instance_id}: {exc}") from None
+        # From here on the key is in flight: whatever a library logs about the call is masked.
+        remember_secret(api_key)
         return Target.of(record, api_key)

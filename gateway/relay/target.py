@@ -19,6 +19,9 @@ class Target:
     # None for the default LLM of the global .env.
     instance_id: str | None = None
     client: str = ""
+    # True when a client chose the base URL (API-registered instances): the base-URL policy
+    # applies. The default LLM (.env) and instances.yaml are the operator's own choices.
+    client_url: bool = False
 
     @classmethod
     def of(cls, record: InstanceRecord | InstanceConfig, api_key: str) -> Target:
@@ -30,6 +33,7 @@ class Target:
             base_url=(record.base_url or spec.default_base_url).rstrip("/"),
             instance_id=getattr(record, "instance_id", None),
             client=record.client,
+            client_url=isinstance(record, InstanceRecord) and record.source == "api",
         )
 
     @property
