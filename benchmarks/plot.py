@@ -8,13 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from benchmarks.context import Context, Row
 
 __all__ = ["plot"]
 
 
-def _proxy(ax: plt.Axes, rows: list[Row], metric: str) -> None:
+def _proxy(ax: Axes, rows: list[Row], metric: str) -> None:
     for case in ("small GET", "4 KB POST"):
         for via, style in (("gateway", "o-"), ("nginx", "s--"), ("gateway on uvloop", "^:")):
             points = [r for r in rows if r.family == "proxy" and r.case == case and r.via == via]
@@ -35,7 +36,7 @@ def _proxy(ax: plt.Axes, rows: list[Row], metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _bars(ax: plt.Axes, rows: list[Row], title: str) -> None:
+def _bars(ax: Axes, rows: list[Row], title: str) -> None:
     labels = [f"{r.case}\nc={r.connections}" for r in rows]
     ax.barh(labels, [r.added_p50_ms for r in rows])
     ax.set_xlabel("added p50 latency vs direct (ms)")

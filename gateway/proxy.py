@@ -53,16 +53,6 @@ _DROP_REQUEST = HOP_BY_HOP | CONSUMED_HEADERS | {"baggage"}
 _DROP_RESPONSE = HOP_BY_HOP
 
 
-class _HeadersWithBody(web.StreamResponse):
-    """Sends its status line and headers together with the first body bytes: one write, not two.
-
-    Only for upstream answers of known length, whose body follows the headers at once; a
-    stream (SSE on /mcp) must show its headers to the client before its first event.
-    """
-
-    _send_headers_immediately = False
-
-
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1)."""
     listed: set[str] = set()
@@ -132,10 +122,7 @@ async def _forward(request: web.Request, binding: Binding | None) -> web.StreamR
 
     async with upstream:
         drop = _DROP_RESPONSE | _connection_listed(upstream.headers)
-        sized = hdrs.CONTENT_LENGTH in upstream.headers
-        response = (_HeadersWithBody if sized else web.StreamResponse)(
-            status=upstream.status, reason=upstream.reason
-        )
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():
             if name.lower() not in drop:
                 response.headers.add(name, value)

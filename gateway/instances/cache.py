@@ -30,9 +30,15 @@ __all__ = ["GONE", "PENDING", "RecordCache"]
 GONE = "gone"
 PENDING = "pending"
 PENDING_TTL = 30.0
-_EPOCH = ("epoch",)
+_EPOCH = "epoch"
 
 Key = tuple[str, str]
+
+
+def _k(key: Key) -> str:
+    # Plain string keys: diskcache stores them as they are, where a tuple key is pickled on
+    # every lookup (measurable on the request path).
+    return f"{key[0]}:{key[1]}"
 
 
 class RecordCache:
@@ -51,7 +57,7 @@ class RecordCache:
 
     def get(self, key: Key) -> Any:
         """The cached value, or None on a miss (a `PENDING` key is a miss that fills nothing)."""
-        value = self._cache.get(key)
+        value = self._cache.get(_k(key))
         return None if value == PENDING else value
 
     def epoch(self) -> int:
@@ -69,8 +75,8 @@ class RecordCache:
             if self._cache.get(_EPOCH, 0) != epoch:
                 return False
             for key, value in entries.items():
-                if self._cache.get(key) != PENDING:
-                    self._cache.set(key, value, expire=expire)
+                if self._cache.get(_k(key)) != PENDING:
+                    self._cache.set(_k(key), value, expire=expire)
                     stored += 1
         return stored == len(entries)
 
@@ -78,18 +84,18 @@ class RecordCache:
         """Before a commit: these keys are about to change."""
         with self._cache.transact(retry=True):
             for key in keys:
-                self._cache.set(key, PENDING, expire=PENDING_TTL)
+                self._cache.set(_k(key), PENDING, expire=PENDING_TTL)
 
     def abort(self, keys: Iterable[Key]) -> None:
         """The change was not committed: drop its markers (readers refill from SQLite)."""
         with self._cache.transact(retry=True):
             for key in keys:
-                if self._cache.get(key) == PENDING:
-                    self._cache.delete(key)
+                if self._cache.get(_k(key)) == PENDING:
+                    self._cache.delete(_k(key))
 
     def commit(self, entries: Mapping[Key, tuple[Any, float]]) -> None:
         """After a commit: no earlier read may land any more, and these are the new values."""
         with self._cache.transact(retry=True):
             self._cache.incr(_EPOCH)
             for key, (value, expire) in entries.items():
-                self._cache.set(key, value, expire=expire)
+                self._cache.set(_k(key), value, expire=expire)

@@ -13,9 +13,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple
-from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit import AuditLog
@@ -32,7 +30,7 @@ from gateway.instances.model import (
 )
 from gateway.instances.rotation import RotationReport, rotate
 from gateway.instances.store import Row, Store, UsageDelta, now_iso
-from gateway.instances.yamlfile import InstancesFileError, load_instances_file
+from gateway.instances.yamlfile import InstancesFile
 from gateway.netpolicy import UrlPolicy
 from gateway.providers import PROVIDERS
 from gateway.settings import Settings
@@ -42,7 +40,6 @@ __all__ = ["Registry"]
 log = logging.getLogger("gateway.registry")
 T = TypeVar("T")
 
-_UNREAD = object()
 RECORD_TTL = 300.0
 TOMBSTONE_TTL = 3600.0
 _UPDATABLE = ("client", "provider", "model", "api_key", "base_url")
@@ -63,6 +60,14 @@ def _record(row: Row) -> InstanceRecord:
     )
 
 
+def _unknown(instance_id: str) -> UnknownInstance:
+    return UnknownInstance(
+        f"Instance {instance_id} is not registered (it may have been deleted); "
+        "register it again or drop the X-PowerMem-Instance header.",
+        details={"instance_id": instance_id},
+    )
+
+
 def _cached(row: Row) -> tuple[tuple[Any, ...], float]:
     return astuple(_record(row)), RECORD_TTL
 
@@ -80,13 +85,15 @@ class Registry:
         self._id_key = self._store.id_key()
         self._cache = RecordCache(data_dir / "cache")
         self.audit = AuditLog(data_dir)
-        self._yaml: dict[str, InstanceRecord] = {}
-        self._yaml_by_digest: dict[str, str] = {}
-        self._yaml_stamp: object = _UNREAD
+        self._file = InstancesFile(
+            settings.instances_file,
+            seal=lambda key, instance_id: self.keys.current.encrypt(key, instance_id=instance_id),
+            digest=self.digest,
+        )
         self._inflight: dict[str, asyncio.Future[InstanceRecord]] = {}
         self._usage: dict[str, UsageDelta] = {}
         try:
-            self.reload_instances_file(strict=True)
+            self._file.reload(strict=True)
         except BaseException:
             # A bad instances.yaml stops the start: leave no open database behind.
             self._store.close()
@@ -109,56 +116,9 @@ class Registry:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
-    # -- instances.yaml ---------------------------------------------------------------------
-
     def reload_instances_file(self, *, strict: bool = False) -> bool:
         """Re-read instances.yaml if it changed; a bad file keeps the previous one in force."""
-        path: Path = self._settings.instances_file
-        try:
-            st = path.stat()
-            stamp: tuple[float, int, int] | None = (st.st_mtime, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            stamp = None
-        if stamp == self._yaml_stamp:
-            return False
-        try:
-            entries = load_instances_file(path)
-        except InstancesFileError as exc:
-            if strict:
-                raise
-            log.error("instances file %s not reloaded, previous one kept: %s", path, exc.message)
-            self._yaml_stamp = stamp
-            return False
-        when = (
-            datetime.fromtimestamp(stamp[0], UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-            if stamp
-            else now_iso()
-        )
-        records: dict[str, InstanceRecord] = {}
-        by_digest: dict[str, str] = {}
-        for instance_id, entry in entries.items():
-            digest = config_digest(self._id_key, entry.config)
-            records[instance_id] = InstanceRecord(
-                instance_id=instance_id,
-                client=entry.config.client,
-                provider=entry.config.provider,
-                model=entry.config.model,
-                base_url=entry.config.base_url,
-                encrypted_key=self.keys.current.encrypt(
-                    entry.config.api_key, instance_id=instance_id
-                ),
-                masked_key=mask_key(entry.config.api_key),
-                config_digest=digest,
-                created_at=when,
-                updated_at=when,
-                source="yaml",
-            )
-            by_digest.setdefault(digest, instance_id)
-        self._yaml, self._yaml_by_digest, self._yaml_stamp = records, by_digest, stamp
-        log.info("instances file loaded: %d instance(s)", len(records))
-        return True
+        return self._file.reload(strict=strict)
 
     # -- lookups (the request path) -----------------------------------------------------------
 
@@ -170,7 +130,7 @@ class Registry:
         return config_digest(self._id_key, config)
 
     async def get(self, instance_id: str) -> InstanceRecord:
-        if (found := self._yaml.get(instance_id)) is not None:
+        if (found := self._file.records.get(instance_id)) is not None:
             return found
         cached = self._cache.get(("id", instance_id))
         if cached is None:
@@ -179,11 +139,7 @@ class Registry:
             cached = astuple(_record(row)) if row is not None else GONE
             self._cache.fill({("id", instance_id): cached}, epoch, expire=RECORD_TTL if row else 60)
         if cached == GONE:
-            raise UnknownInstance(
-                f"Instance {instance_id} is not registered (it may have been deleted); "
-                "register it again or drop the X-PowerMem-Instance header.",
-                details={"instance_id": instance_id},
-            )
+            raise _unknown(instance_id)
         return InstanceRecord(*cached)
 
     def check_base_url(self, config: InstanceConfig) -> None:
@@ -200,8 +156,8 @@ class Registry:
         headers) are for the audit log.
         """
         digest = self.digest(config)
-        if (yaml_id := self._yaml_by_digest.get(digest)) is not None:
-            return self._yaml[yaml_id], False
+        if (yaml_id := self._file.by_digest.get(digest)) is not None:
+            return self._file.records[yaml_id], False
         self.check_base_url(config)
         cached = self._cache.get(("cfg", digest))
         if isinstance(cached, str) and cached != GONE:
@@ -246,7 +202,7 @@ class Registry:
     def _candidates(self, digest: str) -> Iterator[str]:
         for attempt in range(64):
             instance_id = candidate_id(digest, attempt)
-            if instance_id not in self._yaml:
+            if instance_id not in self._file.records:
                 yield instance_id
 
     def _row(
@@ -281,11 +237,11 @@ class Registry:
 
     async def list(self) -> list[InstanceRecord]:
         rows: list[Row] = await self._run(self._store.all)
-        stored = [_record(r) for r in rows if r.instance_id not in self._yaml]
-        return [*self._yaml.values(), *stored]
+        stored = [_record(r) for r in rows if r.instance_id not in self._file.records]
+        return [*self._file.records.values(), *stored]
 
     def _refuse_yaml(self, instance_id: str) -> None:
-        if instance_id in self._yaml:
+        if instance_id in self._file.records:
             raise ReadOnlyInstance(
                 f"Instance {instance_id} is managed in {self._settings.instances_file.name}; "
                 "edit that file instead (the gateway re-reads it on change).",
@@ -304,8 +260,7 @@ class Registry:
             )
         old: Row | None = await self._run(self._store.get, instance_id)
         if old is None:
-            await self.get(instance_id)  # raises UnknownInstance with the usual message
-            raise AssertionError("unreachable")
+            raise _unknown(instance_id)
         current = {
             "client": old.client,
             "provider": old.provider,
@@ -356,8 +311,7 @@ class Registry:
         self._cache.commit(entries)
         self._usage.pop(instance_id, None)
         if row is None:
-            await self.get(instance_id)  # raises UnknownInstance
-            return
+            raise _unknown(instance_id)
         self.audit.record("delete", instance_id=instance_id, client=row.client, source=source)
 
     # -- master key rotation --------------------------------------------------------------

@@ -14,17 +14,22 @@ entry, so a typo never silently drops an instance that clients rely on.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from gateway.errors import GatewayError, InvalidConfig
-from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
+from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig, InstanceRecord, mask_key
 
-__all__ = ["InstancesFileError", "YamlInstance", "load_instances_file"]
+__all__ = ["InstancesFile", "InstancesFileError", "YamlInstance", "load_instances_file"]
+
+log = logging.getLogger("gateway.registry")
+_UNREAD = object()
 
 _FIELDS = {"client", "provider", "model", "api_key", "api_key_env", "base_url"}
 
@@ -105,3 +110,73 @@ def load_instances_file(
         raise InstancesFileError(f"{path.name} must hold a mapping 'instances: {{id: {{…}}}}'.")
     entries = doc.get("instances") or {}
     return {e.instance_id: e for e in (_entry(k, v, env) for k, v in entries.items())}
+
+
+class InstancesFile:
+    """The file's instances as records, re-read only when the file changes.
+
+    `seal(key, instance_id)` encrypts a key like the registry does, so a record from the file
+    is handled exactly like a stored one; `digest(config)` is the registry's fingerprint.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        seal: Callable[[str, str], str],
+        digest: Callable[[InstanceConfig], str],
+    ) -> None:
+        self.path = path
+        self._seal = seal
+        self._digest = digest
+        self._stamp: object = _UNREAD
+        self.records: dict[str, InstanceRecord] = {}
+        self.by_digest: dict[str, str] = {}
+
+    def reload(self, *, strict: bool = False) -> bool:
+        """Re-read the file if it changed; a bad file keeps the previous one in force.
+
+        With `strict` (at start) a bad file raises instead: there is nothing to keep.
+        """
+        try:
+            st = self.path.stat()
+            stamp: tuple[float, int, int] | None = (st.st_mtime, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return False
+        try:
+            entries = load_instances_file(self.path)
+        except InstancesFileError as exc:
+            if strict:
+                raise
+            log.error("%s not reloaded, previous one kept: %s", self.path.name, exc.message)
+            self._stamp = stamp
+            return False
+        when = (
+            datetime.fromtimestamp(stamp[0], UTC).isoformat(timespec="milliseconds")
+            if stamp
+            else datetime.now(UTC).isoformat(timespec="milliseconds")
+        ).replace("+00:00", "Z")
+        records: dict[str, InstanceRecord] = {}
+        by_digest: dict[str, str] = {}
+        for instance_id, entry in entries.items():
+            config = entry.config
+            digest = self._digest(config)
+            records[instance_id] = InstanceRecord(
+                instance_id=instance_id,
+                client=config.client,
+                provider=config.provider,
+                model=config.model,
+                base_url=config.base_url,
+                encrypted_key=self._seal(config.api_key, instance_id),
+                masked_key=mask_key(config.api_key),
+                config_digest=digest,
+                created_at=when,
+                updated_at=when,
+                source="yaml",
+            )
+            by_digest.setdefault(digest, instance_id)
+        self.records, self.by_digest, self._stamp = records, by_digest, stamp
+        log.info("%s loaded: %d instance(s)", self.path.name, len(records))
+        return True
