@@ -123,6 +123,11 @@ async def test_a_stream_that_stalls_or_breaks_reaches_the_caller_cut_without_don
     assert not clean
     assert b'"hi"' in received
     assert b"[DONE]" not in received
+    # The instance's usage counts the broken call as an error, not as a served answer.
+    instance_id = headers["baggage"].split("=", 1)[1]
+    shown = await (await relay_client.get(f"/api/v1/instances/{instance_id}")).json()
+    assert shown["data"]["usage"]["relay_calls"] == 1
+    assert shown["data"]["usage"]["relay_errors"] == 1
 
 
 GARBAGE: dict[str, tuple[bytes, str]] = {

@@ -77,11 +77,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     start = time.perf_counter()
     usage, failed = (0, 0), True
     try:
-        if target.spec.wire == "anthropic":
-            response, usage = await _anthropic(request, relay, target, body)
-        else:
-            response, usage = await _openai(request, relay, target, body)
-        failed = False
+        call = _anthropic if target.spec.wire == "anthropic" else _openai
+        response, usage, whole = await call(request, relay, target, body)
+        # A stream that broke off after it started is an error too, though the caller's
+        # status line already said 200.
+        failed = not whole
     finally:
         request.app[METRICS].relay_call(
             instance_id=target.instance_id,
@@ -185,16 +185,21 @@ def _cut(request: web.Request, target: Target, exc: BaseException) -> None:
         request.transport.close()
 
 
+# What a provider call gave: the response, (prompt, completion) tokens, and whether it was whole.
+Outcome = tuple[web.StreamResponse, tuple[int, int], bool]
+
+
 async def _openai(
     request: web.Request, relay: Any, target: Target, body: dict[str, Any]
-) -> tuple[web.StreamResponse, tuple[int, int]]:
+) -> Outcome:
     """OpenAI-compatible providers: the request passes through with the instance's model."""
     body = {**body, "model": target.model}
     upstream = await relay.pool.post(target, body)
     async with upstream:
         if body.get("stream") is not True:
             raw, payload = await _json_answer(target, upstream)
-            return web.Response(body=raw, content_type="application/json"), _openai_usage(payload)
+            answer = web.Response(body=raw, content_type="application/json")
+            return answer, _openai_usage(payload), True
         _event_stream(target, upstream)
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
@@ -209,14 +214,14 @@ async def _openai(
                             usage = _openai_usage(json.loads(event.data)) or usage
         except (*_BROKEN, ConnectionResetError) as exc:
             _cut(request, target, exc)
-            return response, usage
+            return response, usage, False
         await response.write_eof()
-        return response, usage
+        return response, usage, True
 
 
 async def _anthropic(
     request: web.Request, relay: Any, target: Target, body: dict[str, Any]
-) -> tuple[web.StreamResponse, tuple[int, int]]:
+) -> Outcome:
     """Anthropic: translated to the Messages API and back, streaming chunk by chunk."""
     message = to_anthropic_request(body, model=target.model)
     upstream = await relay.pool.post(target, message)
@@ -227,10 +232,8 @@ async def _anthropic(
                 answer, model=target.model, json_mode=json_mode_requested(body)
             )
             usage = out.get("usage") or {}
-            return web.json_response(out), (
-                usage.get("prompt_tokens", 0),
-                usage.get("completion_tokens", 0),
-            )
+            tokens = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            return web.json_response(out), tokens, True
         translator = StreamTranslator(
             model=target.model, include_usage=stream_usage_requested(body)
         )
@@ -252,4 +255,5 @@ async def _anthropic(
         except (*_BROKEN, ConnectionResetError) as exc:
             _cut(request, target, exc)
         usage = translator.usage
-        return response, (usage.prompt_tokens, usage.completion_tokens)
+        whole = translator.complete and not translator.failed
+        return response, (usage.prompt_tokens, usage.completion_tokens), whole
