@@ -25,7 +25,6 @@ from gateway.instances.registry import Registry
 from gateway.logs import access_middleware, remember_secret
 from gateway.metrics import Metrics
 from gateway.metrics import routes as metrics_routes
-from gateway.netpolicy import UrlPolicy
 from gateway.openapi import routes as openapi_routes
 from gateway.proxy import proxy
 from gateway.ratelimit import InstanceRateLimiter
@@ -71,7 +70,8 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = ProviderPool(
         timeout=settings.provider_timeout,
         retries=settings.provider_retries,
-        policy=UrlPolicy.from_settings(settings),
+        # The same policy the registry applies at registration, now at call time.
+        policy=app[REGISTRY].url_policy,
     )
     app[RELAY] = Relay(
         token=load_relay_token(settings),
