@@ -126,12 +126,12 @@ def serve(**values: Any) -> None:
     """Run the gateway (default 127.0.0.1:8848)."""
     from aiohttp import web
 
-    from gateway.app import create_app
-    from gateway.logs import configure_logging
+    from gateway.http.app import create_app
+    from gateway.observe.logs import configure_logging
 
     values["allowed_base_url_hosts"] = tuple(values["allowed_base_url_hosts"]) or None
     settings = _settings(**values)
-    from gateway.netpolicy import UrlPolicy
+    from gateway.policy.baseurls import UrlPolicy
 
     try:
         UrlPolicy.from_settings(settings)
@@ -272,8 +272,8 @@ def upstream_env(relay_url: str | None, **values: Any) -> None:
     Use it as that server's .env (it holds the relay token and the storage settings of
     your global .env); then run it as `opentelemetry-instrument powermem-server`.
     """
+    from gateway.proxy.upstream_env import read_env_file, render_env, upstream_environment
     from gateway.relay.token import load_relay_token
-    from gateway.upstream_env import read_env_file, render_env, upstream_environment
 
     settings = _settings(**values)
     env = upstream_environment(
@@ -285,7 +285,7 @@ def upstream_env(relay_url: str | None, **values: Any) -> None:
     click.echo(render_env(env), nl=False)
 
 
-from gateway.cli_clients import doctor, register, unregister  # noqa: E402
+from gateway.clients.cli import doctor, register, unregister  # noqa: E402
 
 cli.add_command(register)
 cli.add_command(unregister)

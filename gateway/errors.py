@@ -1,6 +1,6 @@
 """One error family for the whole gateway.
 
-Every failure a client can cause or see is a `GatewayError`; `gateway.envelope` turns it into
+Every failure a client can cause or see is a `GatewayError`; `gateway.http.envelope` turns it into
 an HTTP response in one place (powermem's envelope on the API and proxy, OpenAI's error shape
 on the relay). Messages say what was wrong and what to do, and never carry a secret.
 """

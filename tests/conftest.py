@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import settings as hypothesis_settings
 
-from gateway.app import create_app
+from gateway.http.app import create_app
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 from tests.fakes.upstream import make_upstream

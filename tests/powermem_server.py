@@ -1,9 +1,9 @@
 """Start the stock powermem-server for end-to-end tests, wired like the gateway wires it.
 
 It is the real thing: `opentelemetry-instrument powermem-server`, started by
-`gateway.managed.ManagedUpstream` with the environment of `gateway.upstream_env`, SQLite in a
-temp dir, embeddings from a `FakeOpenAI`, and its LLM at `llm_url` (a fake provider directly,
-or the gateway's relay).
+`gateway.proxy.managed.ManagedUpstream` with the environment of `gateway.proxy.upstream_env`,
+SQLite in a temp dir, embeddings from a `FakeOpenAI`, and its LLM at `llm_url` (a fake provider
+directly, or the gateway's relay).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.managed import ManagedUpstream
+from gateway.proxy.managed import ManagedUpstream
 from gateway.settings import Settings
 
 __all__ = ["EMBEDDING_DIMS", "PowermemFactory", "PowermemServer", "powermem_env"]

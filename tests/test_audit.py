@@ -14,11 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
 
-from gateway.app import create_app
-from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.cli import cli
+from gateway.http.app import create_app
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
+from gateway.observe.audit import AUDIT_FILE, AuditLog
 from gateway.settings import Settings
 
 Client = TestClient[web.Request, web.Application]

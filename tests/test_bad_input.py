@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import REGISTRY
+from gateway.http.appkeys import REGISTRY
 from tests.fakes.upstream import Recorder
 
 Client = TestClient[web.Request, web.Application]

@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from gateway.app import create_app
 from gateway.cli import cli
 from gateway.clients.doctor import run_doctor
 from gateway.clients.gatewayapi import GatewayAPI
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory

@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from gateway.app import create_app
 from gateway.cli import cli
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
 

@@ -11,8 +11,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
-from gateway.appkeys import REGISTRY
+from gateway.http.app import create_app
+from gateway.http.appkeys import REGISTRY
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.conftest import SpawnGateway

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
-from gateway.managed import free_port
+from gateway.http.app import create_app
+from gateway.proxy.managed import free_port
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 from tests.powermem_server import PowermemFactory

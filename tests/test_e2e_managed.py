@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
-from gateway.appkeys import RELAY, UPSTREAM
-from gateway.managed import ManagedUpstream, free_port
+from gateway.http.app import create_app
+from gateway.http.appkeys import RELAY, UPSTREAM
+from gateway.proxy.managed import ManagedUpstream, free_port
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 from tests.powermem_server import EMBEDDING_DIMS, powermem_env

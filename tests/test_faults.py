@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
-from gateway.appkeys import REGISTRY
+from gateway.http.app import create_app
+from gateway.http.appkeys import REGISTRY
 from gateway.settings import Settings
 from tests.conftest import SpawnGateway
 from tests.fakes.providers import FakeOpenAI

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from gateway.openapi import openapi_document
+from gateway.http.openapi import openapi_document
 from tests.live import LiveGateway
 
 RELAY_TOKEN = "pgr-fuzz-relay-token-0123456789abcdef"

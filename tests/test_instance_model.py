@@ -10,9 +10,9 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.errors import InvalidConfig, InvalidHeader, UnknownInstance
-from gateway.instances.binding import bind_request
 from gateway.instances.model import InstanceConfig, candidate_id, config_digest, mask_key
 from gateway.instances.registry import Registry
+from gateway.proxy.binding import bind_request
 from gateway.settings import Settings
 
 ID_KEY = bytes(range(32))

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.appkeys import REGISTRY
+from gateway.http.app import create_app
+from gateway.http.appkeys import REGISTRY
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
 

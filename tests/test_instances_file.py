@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.appkeys import REGISTRY
+from gateway.http.app import create_app
+from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.yamlfile import InstancesFileError, load_instances_file

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
-from gateway.logs import JsonFormatter, TextFormatter, redact
+from gateway.http.app import create_app
+from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic
 

@@ -13,14 +13,14 @@ import aiohttp
 import pytest
 
 from gateway.errors import UpstreamStarting, UpstreamUnavailable
-from gateway.managed import ManagedUpstream
-from gateway.settings import Settings
-from gateway.upstream_env import (
+from gateway.proxy.managed import ManagedUpstream
+from gateway.proxy.upstream_env import (
     default_llm,
     read_env_file,
     render_env,
     upstream_environment,
 )
+from gateway.settings import Settings
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory, PowermemServer, powermem_env
 

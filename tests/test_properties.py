@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway.baggage import baggage_header, instance_from_baggage
 from gateway.errors import GatewayError, InvalidConfig
-from gateway.instances.binding import Binding, bind_request
 from gateway.instances.model import InstanceConfig, candidate_id, config_digest, mask_key
 from gateway.instances.registry import Registry
-from gateway.logs import redact
+from gateway.observe.logs import redact
 from gateway.providers import provider_names
+from gateway.proxy.baggage import baggage_header, instance_from_baggage
+from gateway.proxy.binding import Binding, bind_request
 from gateway.relay.anthropic import (
     StreamTranslator,
     from_anthropic_response,

@@ -22,9 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import cli
-from gateway.logs import JsonFormatter, TextFormatter
+from gateway.http.app import create_app
+from gateway.observe.logs import JsonFormatter, TextFormatter
 from gateway.settings import Settings
 from tests.conftest import free_port
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
@@ -336,7 +336,7 @@ def test_tracebacks_and_client_errors_are_masked(captured: list[Capture]) -> Non
     """A remembered secret of any shape, and a URL's credential query, vanish from tracebacks."""
     import aiohttp
 
-    from gateway.logs import remember_secret
+    from gateway.observe.logs import remember_secret
 
     token = "plain0Token7With2No9Shape4At1All"
     remember_secret(token)

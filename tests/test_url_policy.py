@@ -13,9 +13,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
 from gateway.errors import BaseUrlRefused
-from gateway.netpolicy import AddressRefused, PolicyResolver, UrlPolicy, classify, parse_host
+from gateway.http.app import create_app
+from gateway.policy.baseurls import AddressRefused, PolicyResolver, UrlPolicy, classify, parse_host
 from gateway.providers import PROVIDERS
 from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target

@@ -1,4 +1,7 @@
-"""The client side: register coding tools, keep their ids where they look, check the chain."""
+"""The client side: register coding tools, keep their ids where they look, check the chain.
+
+May import: gateway (top-level modules), observe, policy, instances, proxy, relay.
+"""
 
 from __future__ import annotations
 

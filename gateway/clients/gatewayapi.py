@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.baggage import baggage_header
 from gateway.clients.errors import GatewayRefused, GatewayUnreachable
+from gateway.proxy.baggage import baggage_header
 
 __all__ = ["DEFAULT_GATEWAY_URL", "GatewayAPI", "gateway_url", "instance_fields"]
 

@@ -16,7 +16,6 @@ from dataclasses import astuple
 from functools import partial
 from typing import Any, TypeVar
 
-from gateway.audit import AuditLog
 from gateway.errors import InvalidConfig, ReadOnlyInstance, UnknownInstance
 from gateway.files import ensure_private_dir
 from gateway.instances.cache import GONE, RecordCache
@@ -31,7 +30,8 @@ from gateway.instances.model import (
 from gateway.instances.rotation import RotationReport, rotate
 from gateway.instances.store import Row, Store, UsageDelta, now_iso
 from gateway.instances.yamlfile import InstancesFile
-from gateway.netpolicy import UrlPolicy
+from gateway.observe.audit import AuditLog
+from gateway.policy.baseurls import UrlPolicy
 from gateway.providers import PROVIDERS
 from gateway.settings import Settings
 

@@ -1,0 +1,4 @@
+"""The LLM relay: which provider a call goes to, the outbound client, the Anthropic translation.
+
+May import: gateway (top-level modules), observe, policy, instances, proxy.
+"""

@@ -6,7 +6,7 @@ calls. Requests are built from scratch, so nothing the caller sent (its `baggage
 a redirect could carry the key to a host nobody registered.
 
 Calls to a client-chosen base URL go through sessions of their own, whose resolver applies the
-base-URL policy (`gateway.netpolicy`) to every address a name resolves to; address literals,
+base-URL policy (`gateway.policy.baseurls`) to every address a name resolves to; address literals,
 which aiohttp never hands to a resolver, are checked before the call.
 """
 
@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from gateway.errors import ProviderError
-from gateway.netpolicy import AddressRefused, PolicyResolver, UrlPolicy
+from gateway.policy.baseurls import AddressRefused, PolicyResolver, UrlPolicy
 from gateway.relay.anthropic import from_anthropic_error
 from gateway.relay.target import Target
 

@@ -10,7 +10,7 @@ from gateway.instances.crypto import SecretError
 from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.store import now_iso
-from gateway.logs import remember_secret
+from gateway.observe.logs import remember_secret
 from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target
 
@@ -56,7 +56,7 @@ class Relay:
             remember_secret(default.api_key)
         self.pool = pool
         self.stats = RelayStats()
-        # Wiring probes in flight (see gateway.status): probe id → resolved when the call lands.
+        # Wiring probes in flight (gateway.http.status): probe id → resolved when the call lands.
         self.probes: dict[str, asyncio.Future[None]] = {}
         self._registry = registry
         self._default = Target.of(default, default.api_key) if default else None

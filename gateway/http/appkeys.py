@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 from aiohttp import web
 
+from gateway.instances.registry import Registry
+from gateway.observe.metrics import Metrics
+from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.proxy.upstream import Upstream
+from gateway.relay.relay import Relay
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    from gateway.instances.registry import Registry
-    from gateway.metrics import Metrics
-    from gateway.ratelimit import InstanceRateLimiter
-    from gateway.relay.relay import Relay
-    from gateway.upstream import Upstream
 
 __all__ = [
     "CLIENT_LABEL",

@@ -16,12 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from aiohttp import web
-
-from gateway.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS
-from gateway.metrics import route_class
-
-__all__ = ["access_middleware", "configure_logging", "redact", "remember_secret"]
+__all__ = ["ACCESS_FIELDS", "access_log", "configure_logging", "redact", "remember_secret"]
 
 access_log = logging.getLogger("gateway.access")
 
@@ -37,7 +32,16 @@ _SECRETS = re.compile(
     r"[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])[^\s\"',;&…]{4,}",
     re.IGNORECASE,
 )
-_FIELDS = ("method", "path", "status", "duration_ms", "instance_id", "client", "remote", "route")
+ACCESS_FIELDS = (
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "instance_id",
+    "client",
+    "remote",
+    "route",
+)
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
 
@@ -112,7 +116,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if _is_access(record):
-            entry.update({k: getattr(record, k, None) for k in _FIELDS})
+            entry.update({k: getattr(record, k, None) for k in ACCESS_FIELDS})
             return json.dumps(entry, ensure_ascii=False)
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
@@ -123,7 +127,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(
-            f"{k}={v}" for k, v in vars(record).items() if k not in _RESERVED and k in _FIELDS
+            f"{k}={v}" for k, v in vars(record).items() if k not in _RESERVED and k in ACCESS_FIELDS
         )
         line = super().format(record)
         line = f"{line} {extra}" if extra else line
@@ -140,45 +144,3 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-@web.middleware
-async def access_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """One log line and one metrics observation per request, after it is fully answered."""
-    start = time.perf_counter()
-    status = 500
-    try:
-        response: web.StreamResponse = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        elapsed = time.perf_counter() - start
-        route = route_class(request.path)
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            instance = request.get(INSTANCE_ID)
-            # The path only (a query string may carry anything), redacted here once: the
-            # formatters trust access lines and skip their own scan.
-            path = redact(request.path)
-            access_log.info(
-                "%s %s %d",
-                request.method,
-                path,
-                status,
-                extra={
-                    "method": request.method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "instance_id": instance,
-                    "client": request.get(CLIENT_LABEL) or None,
-                    "remote": request.remote,
-                    "route": route,
-                },
-            )

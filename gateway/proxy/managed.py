@@ -25,8 +25,8 @@ from types import TracebackType
 import aiohttp
 
 from gateway.errors import UpstreamStarting, UpstreamUnavailable
+from gateway.proxy.upstream_env import is_replaced_setting, upstream_environment
 from gateway.settings import Settings
-from gateway.upstream_env import is_replaced_setting, upstream_environment
 
 __all__ = ["HEALTH_PATH", "ManagedUpstream", "free_port"]
 

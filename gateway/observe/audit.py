@@ -21,7 +21,7 @@ from typing import Literal
 
 __all__ = ["AUDIT_FILE", "Action", "AuditLog"]
 
-log = logging.getLogger("gateway.audit")
+log = logging.getLogger("gateway.observe.audit")
 
 AUDIT_FILE = "audit.log"
 Action = Literal["create", "implicit_create", "update", "delete", "rotate", "admin_auth_failed"]

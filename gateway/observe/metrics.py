@@ -7,15 +7,9 @@ gateways in one process (tests, benchmarks) never share counters.
 
 from __future__ import annotations
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.appkeys import METRICS, UPSTREAM
-
-__all__ = ["Metrics", "route_class", "routes"]
-
-routes = web.RouteTableDef()
+__all__ = ["Metrics", "route_class"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -96,12 +90,3 @@ class Metrics:
             self.relay_tokens.labels(*labels, "prompt").inc(tokens[0])
         if tokens[1]:
             self.relay_tokens.labels(*labels, "completion").inc(tokens[1])
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    m = request.app[METRICS]
-    m.upstream_restarts.set(getattr(request.app.get(UPSTREAM), "restarts", 0))
-    return web.Response(
-        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )

@@ -16,7 +16,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.appkeys import (
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway.http.appkeys import (
     CLIENT_LABEL,
     INSTANCE_ID,
     RATE_LIMITER,
@@ -25,13 +26,12 @@ from gateway.appkeys import (
     UPSTREAM,
     UPSTREAM_SESSION,
 )
-from gateway.baggage import baggage_header
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from gateway.instances.binding import CONSUMED_HEADERS, Binding, bind_request
+from gateway.proxy.baggage import baggage_header
+from gateway.proxy.binding import CONSUMED_HEADERS, Binding, bind_request
 
 __all__ = ["proxy"]
 
-log = logging.getLogger("gateway.proxy")
+log = logging.getLogger("gateway.http.proxy")
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones we set ourselves.
 HOP_BY_HOP = frozenset(

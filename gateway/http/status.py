@@ -9,11 +9,11 @@ import aiohttp
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
-from gateway.baggage import baggage_header
-from gateway.envelope import ok
 from gateway.errors import GatewayError
-from gateway.instances.api import require_admin
+from gateway.http.appkeys import REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.http.auth import require_admin
+from gateway.http.envelope import ok
+from gateway.proxy.baggage import baggage_header
 
 __all__ = ["UPSTREAM_HEALTH_PATH", "routes"]
 

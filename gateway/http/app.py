@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import (
+from gateway.http.access import access_middleware
+from gateway.http.appkeys import (
     METRICS,
     RATE_LIMITER,
     REGISTRY,
@@ -19,23 +20,23 @@ from gateway.appkeys import (
     UPSTREAM,
     UPSTREAM_SESSION,
 )
-from gateway.envelope import error_middleware
-from gateway.instances.api import routes as instance_routes
+from gateway.http.envelope import error_middleware
+from gateway.http.instances import routes as instance_routes
+from gateway.http.metrics import routes as metrics_routes
+from gateway.http.openapi import routes as openapi_routes
+from gateway.http.proxy import proxy
+from gateway.http.relay import routes as relay_routes
+from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
-from gateway.logs import access_middleware, remember_secret
-from gateway.metrics import Metrics
-from gateway.metrics import routes as metrics_routes
-from gateway.openapi import routes as openapi_routes
-from gateway.proxy import proxy
-from gateway.ratelimit import InstanceRateLimiter
+from gateway.observe.logs import remember_secret
+from gateway.observe.metrics import Metrics
+from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.proxy.upstream import StaticUpstream
+from gateway.proxy.upstream_env import default_llm, read_env_file
 from gateway.relay.client import ProviderPool
-from gateway.relay.handler import routes as relay_routes
 from gateway.relay.relay import Relay
 from gateway.relay.token import load_relay_token
 from gateway.settings import Settings
-from gateway.status import routes as status_routes
-from gateway.upstream import StaticUpstream
-from gateway.upstream_env import default_llm, read_env_file
 
 __all__ = ["create_app"]
 
@@ -101,7 +102,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             app[UPSTREAM] = StaticUpstream(settings.upstream)
             yield
             return
-        from gateway.managed import ManagedUpstream  # only serve-without---upstream needs it
+        from gateway.proxy.managed import ManagedUpstream  # only serve-without---upstream needs it
 
         managed = ManagedUpstream(
             settings, relay_token=app[RELAY].token, env=read_env_file(settings.env_file)
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
-    # Whatever shape these have, no log line will show them (see gateway.logs).
+    # Whatever shape these have, no log line will show them (see gateway.observe.logs).
     for secret in (
         settings.admin_token,
         settings.secret,

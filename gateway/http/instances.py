@@ -6,21 +6,20 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.appkeys import REGISTRY, SETTINGS
-from gateway.auth import bearer_matches
-from gateway.bodies import read_json_object
-from gateway.envelope import ok
 from gateway.errors import (
-    AdminAuthRequired,
     InvalidBody,
     InvalidConfig,
     MethodNotAllowed,
     NotFound,
 )
-from gateway.instances.binding import Binding
+from gateway.http.appkeys import REGISTRY
+from gateway.http.auth import require_admin
+from gateway.http.bodies import read_json_object
+from gateway.http.envelope import ok
 from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
+from gateway.proxy.binding import Binding
 
-__all__ = ["require_admin", "routes"]
+__all__ = ["routes"]
 
 routes = web.RouteTableDef()
 MAX_BODY = 64 * 1024
@@ -36,24 +35,6 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
             details={"fields": unknown},
         )
     return body
-
-
-def require_admin(request: web.Request) -> None:
-    token = request.app[SETTINGS].admin_token
-    if not token:
-        return
-    if not bearer_matches(request.headers.get("Authorization"), token):
-        instance_id = request.match_info.get("instance_id")
-        request.app[REGISTRY].audit.record(
-            "admin_auth_failed",
-            instance_id=instance_id if instance_id and INSTANCE_ID_RE.match(instance_id) else None,
-            source=request.remote or "",
-        )
-        raise AdminAuthRequired(
-            "This call needs the admin token: send 'Authorization: Bearer <token>' "
-            "(POWERMEM_GATEWAY_ADMIN_TOKEN).",
-            headers={"WWW-Authenticate": 'Bearer realm="powermem-gateway"'},
-        )
 
 
 def _instance_id(request: web.Request) -> str:

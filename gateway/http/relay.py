@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS, REGISTRY, RELAY
-from gateway.auth import bearer_matches
-from gateway.baggage import instance_from_baggage
-from gateway.bodies import read_json_object
 from gateway.errors import InvalidBody, ProviderError, RelayAuthRequired
+from gateway.http.appkeys import CLIENT_LABEL, INSTANCE_ID, METRICS, REGISTRY, RELAY
+from gateway.http.auth import bearer_matches
+from gateway.http.bodies import read_json_object
+from gateway.proxy.baggage import instance_from_baggage
 from gateway.relay.anthropic import (
     StreamTranslator,
     from_anthropic_response,

@@ -1,0 +1,22 @@
+"""`GET /metrics`: the Prometheus exposition of `gateway.observe.metrics`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.http.appkeys import METRICS, UPSTREAM
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    m.upstream_restarts.set(getattr(request.app.get(UPSTREAM), "restarts", 0))
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
