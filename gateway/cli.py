@@ -273,7 +273,7 @@ def upstream_env(relay_url: str | None, **values: Any) -> None:
     your global .env); then run it as `opentelemetry-instrument powermem-server`.
     """
     from gateway.proxy.upstream_env import read_env_file, render_env, upstream_environment
-    from gateway.relay.token import load_relay_token
+    from gateway.tokens import load_relay_token
 
     settings = _settings(**values)
     env = upstream_environment(

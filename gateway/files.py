@@ -1,13 +1,53 @@
-"""Private files in the data dir: 0700 folders, 0600 files, written atomically."""
+"""Private files in the data dir: 0700 folders, 0600 files, written atomically, checked at start."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["ensure_private_dir", "write_private_file", "write_private_file_once"]
+__all__ = [
+    "NotOurFile",
+    "ensure_private_dir",
+    "secure_file",
+    "write_private_file",
+    "write_private_file_once",
+]
+
+log = logging.getLogger("gateway.files")
+
+
+class NotOurFile(Exception):
+    """A secret file in the data dir belongs to another user (or is not a regular file)."""
+
+
+def secure_file(path: Path) -> bool:
+    """Make an existing secret file 0600, refusing one that is not ours; True if it was loose.
+
+    A token or key file someone else owns could have been planted or read by them: we do not
+    use it, and we do not quietly take it over either (the message names the way out).
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise NotOurFile(f"{path} is not a regular file; remove it and start again.")
+    if info.st_uid != os.getuid():
+        raise NotOurFile(
+            f"{path} belongs to user id {info.st_uid}, not to the gateway's user "
+            f"({os.getuid()}): remove it, or run the gateway as its owner."
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+        log.warning(
+            "%s was readable by others (mode %o); made it 0600.", path, info.st_mode & 0o777
+        )
+        return True
+    return False
 
 
 def ensure_private_dir(path: Path) -> Path:

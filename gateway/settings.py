@@ -37,12 +37,15 @@ class Settings:
     instances_file: Path = field(default_factory=default_instances_file)
     env_file: Path = field(default_factory=default_env_file)
     admin_token: str | None = None
+    # A file holding the admin token (container secrets); None means the variable or data dir.
+    admin_token_file: Path | None = None
     # Master secret for API-key encryption; None means a generated key file in data_dir.
     secret: str | None = None
     # Earlier secrets whose ciphertexts must stay readable until `secret rotate` finishes.
     previous_secrets: tuple[str, ...] = ()
     # Relay token override; None means a generated token file in data_dir.
     relay_token: str | None = None
+    relay_token_file: Path | None = None
     # Seconds to wait for the upstream's response headers (bodies may stream for longer).
     upstream_timeout: float = 120.0
     upstream_connect_timeout: float = 10.0
@@ -101,6 +104,12 @@ class Settings:
         ):
             if v := env.get(key):
                 values[name] = v
+        for name, key in (
+            ("admin_token_file", "POWERMEM_GATEWAY_ADMIN_TOKEN_FILE"),
+            ("relay_token_file", "POWERMEM_GATEWAY_RELAY_TOKEN_FILE"),
+        ):
+            if v := env.get(key):
+                values[name] = Path(v).expanduser()
         if v := env.get("POWERMEM_GATEWAY_PREVIOUS_SECRET"):
             values["previous_secrets"] = (v,)
         if v := env.get("POWERMEM_GATEWAY_ALLOWED_BASE_URL_HOSTS"):

@@ -22,6 +22,7 @@ GOOD_HEADERS = {
     "X-PowerMem-LLM-Api-Key": KEY,
 }
 GOOD_BODY = {"provider": "openai", "model": "gpt-4o-mini", "api_key": KEY}
+AS_JSON = {"Content-Type": "application/json"}
 Refused = Callable[..., Awaitable[dict[str, Any]]]
 
 
@@ -243,7 +244,7 @@ async def test_malformed_registration_body_is_400(
 async def test_oversized_registration_body_is_400(gateway: Client, refused: Refused) -> None:
     """A body beyond 64 KiB is refused without being parsed."""
     data = json.dumps(GOOD_BODY | {"model": "m" * 70000}).encode()
-    response = await gateway.post("/api/v1/instances", data=data)
+    response = await gateway.post("/api/v1/instances", data=data, headers=AS_JSON)
     body = await refused(response, 400, "INVALID_BODY")
     assert "larger than" in body["error"]["message"]
 
@@ -257,7 +258,7 @@ async def test_body_arriving_in_pieces_is_read_whole(gateway: Client) -> None:
             yield data[start : start + 500]
             await asyncio.sleep(0.01)
 
-    response = await gateway.post("/api/v1/instances", data=trickle())
+    response = await gateway.post("/api/v1/instances", data=trickle(), headers=AS_JSON)
     assert response.status == 201, await response.text()
 
 
@@ -303,7 +304,7 @@ async def test_bad_update_is_400_and_leaves_the_instance(
     instance_id = await existing(gateway)
     registry = gateway.server.app[REGISTRY]
     before = await registry.get(instance_id)
-    response = await gateway.put(f"/api/v1/instances/{instance_id}", data=data)
+    response = await gateway.put(f"/api/v1/instances/{instance_id}", data=data, headers=AS_JSON)
     body = await response.json()
     assert response.status == 400 and body["error"]["code"] == code
     after = await registry.get(instance_id)

@@ -19,6 +19,7 @@ from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.yamlfile import InstancesFileError, load_instances_file
 from gateway.settings import Settings
+from tests.conftest import OperatorFactory
 
 ENV_KEY = "sk-ant-from-env-0123456789abcdef"
 FILE_KEY = "sk-file-0123456789abcdef"
@@ -211,13 +212,11 @@ async def test_bad_file_at_open_is_a_clear_error(make_settings: Callable[..., Se
 
 async def test_api_refuses_to_change_file_instances(
     instances_file: Path,
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     make_settings: Callable[..., Settings],
 ) -> None:
     """PUT and DELETE on a file instance answer 409 and point at the file."""
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        create_app(make_settings())
-    )
+    client: TestClient[web.Request, web.Application] = await operator(create_app(make_settings()))
     put = await client.put("/api/v1/instances/pmem-cursor", json={"model": "gpt-4.1"})
     delete = await client.delete("/api/v1/instances/pmem-cursor")
     for response in (put, delete):

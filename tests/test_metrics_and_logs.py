@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic
 
 Client = TestClient[web.Request, web.Application]
@@ -76,11 +76,11 @@ async def test_metrics_count_requests_by_route_class_and_status(gateway: Client)
 
 
 async def test_relay_metrics_are_labelled_by_instance_and_client_never_by_key(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], tmp_path: Path
+    operator: OperatorFactory, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     """Calls, errors and tokens per instance id and client label; the key is nowhere."""
     async with FakeAnthropic() as fake:
-        client: Client = await aiohttp_client(
+        client: Client = await operator(
             create_app(make_settings(relay_token=RELAY_TOKEN, env_file=tmp_path / "none.env"))
         )
         registered = await client.post(

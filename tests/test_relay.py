@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 
 RELAY_TOKEN = "pgr-test-relay-token-0123456789"
@@ -45,7 +46,7 @@ async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
 
 @pytest.fixture
 async def relay_gateway(
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     make_settings: Callable[..., Settings],
     default_fake: FakeOpenAI,
     tmp_path: Path,
@@ -60,7 +61,7 @@ async def relay_gateway(
     settings = make_settings(
         env_file=env_file, relay_token=RELAY_TOKEN, provider_retries=2, provider_timeout=0.5
     )
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await operator(create_app(settings))
     return client
 
 

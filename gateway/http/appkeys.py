@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from gateway.http.gate import AdminGate
 from gateway.instances.registry import Registry
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
@@ -13,6 +14,7 @@ from gateway.relay.relay import Relay
 from gateway.settings import Settings
 
 __all__ = [
+    "ADMIN",
     "CLIENT_LABEL",
     "INSTANCE_ID",
     "METRICS",
@@ -25,6 +27,7 @@ __all__ = [
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+ADMIN = web.AppKey("admin", AdminGate)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

@@ -1,40 +1,28 @@
-"""`/api/v1/instances`: register, list, show, update and delete instances."""
+"""`/api/v1/instances`: register, list, show, update and delete instances.
+
+Bodies are read under a size cap, then validated by their declared shapes in one parse
+(`InstanceConfig`, `InstanceUpdate`); answers are built from `gateway.http.shapes`.
+Registration is open; a registration that presents the admin token is privileged (not
+subject to the registration caps), and a wrong token there is a failed admin authentication.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from gateway.errors import (
-    InvalidBody,
-    InvalidConfig,
-    MethodNotAllowed,
-    NotFound,
-)
+from gateway.errors import InvalidConfig, MethodNotAllowed, NotFound
 from gateway.http.appkeys import REGISTRY
-from gateway.http.auth import require_admin
-from gateway.http.bodies import read_json_object
+from gateway.http.auth import admin_presented, require_admin
+from gateway.http.bodies import read_body, require_json
 from gateway.http.envelope import ok
+from gateway.http.shapes import Deleted, InstancePage, Registration, parse_update
 from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig
 from gateway.proxy.binding import Binding
 
-__all__ = ["routes"]
+__all__ = ["MAX_BODY", "routes"]
 
 routes = web.RouteTableDef()
 MAX_BODY = 64 * 1024
-_FIELDS = ("client", "provider", "model", "api_key", "base_url")
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    body = await read_json_object(request, MAX_BODY)
-    unknown = sorted(str(k)[:40] for k in body if k not in _FIELDS)
-    if unknown:
-        raise InvalidConfig(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}.",
-            details={"fields": unknown},
-        )
-    return body
 
 
 def _instance_id(request: web.Request) -> str:
@@ -48,12 +36,16 @@ def _instance_id(request: web.Request) -> str:
 
 @routes.post("/api/v1/instances")
 async def register(request: web.Request) -> web.Response:
-    body = await _json_object(request)
-    config = InstanceConfig.parse(**{k: body.get(k, "") for k in _FIELDS})
+    privileged = admin_presented(request)
+    if privileged:
+        require_admin(request)
+    require_json(request)
+    config = InstanceConfig.validate_body(await read_body(request, MAX_BODY))
+    # TODO(H-REG): pass privileged=privileged once Registry.resolve takes it (issue 12.1).
     record, created = await request.app[REGISTRY].resolve(config, source=request.remote or "")
-    data = {"instance_id": record.instance_id, "created": created, "instance": record.public()}
+    answer = Registration(instance_id=record.instance_id, created=created, instance=record.view())
     return ok(
-        data,
+        answer,
         "Instance registered" if created else "Instance already registered",
         status=201 if created else 200,
         headers=Binding(record, created).response_headers(),
@@ -64,10 +56,8 @@ async def register(request: web.Request) -> web.Response:
 async def list_instances(request: web.Request) -> web.Response:
     require_admin(request)
     records = await request.app[REGISTRY].list()
-    return ok(
-        {"instances": [r.public() for r in records], "total": len(records)},
-        f"{len(records)} instance(s)",
-    )
+    page = InstancePage(instances=[r.view() for r in records], total=len(records))
+    return ok(page, f"{len(records)} instance(s)")
 
 
 @routes.get("/api/v1/instances/{instance_id}")
@@ -75,18 +65,17 @@ async def show(request: web.Request) -> web.Response:
     require_admin(request)
     registry = request.app[REGISTRY]
     record = await registry.get(_instance_id(request))
-    return ok(record.public(await registry.usage(record.instance_id)), "Instance found")
+    return ok(record.view(await registry.usage(record.instance_id)), "Instance found")
 
 
 @routes.put("/api/v1/instances/{instance_id}")
 async def update(request: web.Request) -> web.Response:
     require_admin(request)
     instance_id = _instance_id(request)
-    body = await _json_object(request)
-    if not body:
-        raise InvalidBody(f"Nothing to update: send any of {', '.join(_FIELDS)}.")
-    record = await request.app[REGISTRY].update(instance_id, body, source=request.remote or "")
-    return ok(record.public(), "Instance updated")
+    require_json(request)
+    changes = parse_update(await read_body(request, MAX_BODY))
+    record = await request.app[REGISTRY].update(instance_id, changes, source=request.remote or "")
+    return ok(record.view(), "Instance updated")
 
 
 @routes.delete("/api/v1/instances/{instance_id}")
@@ -94,7 +83,7 @@ async def delete(request: web.Request) -> web.Response:
     require_admin(request)
     instance_id = _instance_id(request)
     await request.app[REGISTRY].delete(instance_id, source=request.remote or "")
-    return ok({"instance_id": instance_id, "deleted": True}, "Instance deleted")
+    return ok(Deleted(instance_id=instance_id, deleted=True), "Instance deleted")
 
 
 @routes.route("*", "/api/v1/instances{rest:(/.*)?}")

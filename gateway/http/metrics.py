@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.http.appkeys import METRICS, UPSTREAM
+from gateway.http.auth import require_admin
 
 __all__ = ["routes"]
 
@@ -15,6 +16,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    require_admin(request)
     m = request.app[METRICS]
     m.upstream_restarts.set(getattr(request.app.get(UPSTREAM), "restarts", 0))
     return web.Response(

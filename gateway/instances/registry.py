@@ -240,6 +240,12 @@ class Registry:
         stored = [_record(r) for r in rows if r.instance_id not in self._file.records]
         return [*self._file.records.values(), *stored]
 
+    async def total(self) -> int:
+        """How many instances exist (instances.yaml and stored), counted by SQL off the loop."""
+        ids = tuple(self._file.records)
+        stored: int = await self._run(self._store.count, ids)
+        return len(ids) + stored
+
     def _refuse_yaml(self, instance_id: str) -> None:
         if instance_id in self._file.records:
             raise ReadOnlyInstance(

@@ -225,6 +225,16 @@ class Store:
             raise _storage_error(exc) from None
         return [Row(*r) for r in rows]
 
+    def count(self, excluding: tuple[str, ...] = ()) -> int:
+        """How many rows there are, not counting the ids in `excluding`; one SQL count."""
+        marks = ",".join("?" * len(excluding))
+        where = f"WHERE instance_id NOT IN ({marks})" if excluding else ""
+        try:
+            found = self._db.execute(f"SELECT COUNT(*) FROM instances {where}", excluding)
+            return int(found.fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from None
+
     def create(
         self,
         digest: str,
