@@ -55,8 +55,9 @@ Timestamp = Field(
 
 
 class InstanceUpdate(TypedDict, total=False):
-    """`PUT /api/v1/instances/{id}`: any of the fields, at least one. Changing `provider` or
-    `base_url` needs `api_key` in the same request (the registry checks it against the row)."""
+    """`PUT /api/v1/instances/{id}`: any of the fields, at least one. The stored configuration
+    with the changes applied must still be a valid InstanceConfig (azure needs a base_url, a
+    keyed provider a key)."""
 
     __pydantic_config__ = _IN | ConfigDict(json_schema_extra={"minProperties": 1})  # type: ignore[misc]
 

@@ -8,10 +8,8 @@ ECMA-262 (what OpenAPI tools use) read them the same way.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -49,11 +47,32 @@ _EDGE = r"[^\x00-\x20\x7f-\xa0\u2028\u2029]"
 _INNER = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
 TEXT_PATTERN = rf"^(?:{_EDGE}(?:{_INNER}*{_EDGE})?)?$"
 
+
 # http(s)://host[:port][/path]: no credentials, no ?query (the relay appends its own path,
-# and `?key=` would put a key where keys are not protected), no #fragment, no blanks. A
-# bracketed host must also be an IPv6 address (checked below: a regex cannot say it well).
+# and `?key=` would put a key where keys are not protected), no #fragment, no blanks. The
+# host is a name (letters, digits, '-', '.', '_'; IDNs in punycode), a dotted IPv4 address,
+# or an IPv6 address in brackets exactly as RFC 3986 spells one; the port at most 65535.
+def _ipv6_pattern() -> str:
+    h16, octet = "[0-9A-Fa-f]{1,4}", "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ls32 = rf"(?:{h16}:{h16}|{octet}(?:\.{octet}){{3}})"
+    forms = [
+        rf"(?:{h16}:){{6}}{ls32}",
+        rf"::(?:{h16}:){{5}}{ls32}",
+        rf"(?:{h16})?::(?:{h16}:){{4}}{ls32}",
+    ]
+    forms += [rf"(?:(?:{h16}:){{0,{n}}}{h16})?::(?:{h16}:){{{3 - n}}}{ls32}" for n in range(1, 3)]
+    forms += [
+        rf"(?:(?:{h16}:){{0,3}}{h16})?::{h16}:{ls32}",
+        rf"(?:(?:{h16}:){{0,4}}{h16})?::{ls32}",
+        rf"(?:(?:{h16}:){{0,5}}{h16})?::{h16}",
+        rf"(?:(?:{h16}:){{0,6}}{h16})?::",
+    ]
+    return "(?:" + "|".join(forms) + ")"
+
+
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_~%!$&'()*+,;=.-]+)"
+_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_HOST = rf"(?:{_NAME}|\[{_ipv6_pattern()}\])"
 BASE_URL_PATTERN = (
     rf"^(?:[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::{_PORT})?(?:/[^\x00-\x20\x7f-\xa0?#\\]*)?)?$"
 )
@@ -69,16 +88,7 @@ def _provider(value: str) -> str:
     return value
 
 
-def _ipv6_host(value: str) -> str:
-    """The pattern lets `[...]` through; only a real IPv6 address may stand there."""
-    authority = value.partition("://")[2].partition("/")[0]
-    if authority.startswith("["):
-        try:
-            ipaddress.IPv6Address(authority[1 : authority.index("]")])
-        except ValueError:
-            raise PydanticCustomError(
-                "base_url_host", "base_url: a host in [brackets] must be an IPv6 address."
-            ) from None
+def _canonical_url(value: str) -> str:
     # One canonical spelling, so `…/v1` and `…/v1/` are the same configuration.
     return value.rstrip("/")
 
@@ -101,7 +111,7 @@ BaseUrl = Annotated[
         pattern=BASE_URL_PATTERN,
         description="The provider's http(s) base URL; empty for the provider's default.",
     ),
-    AfterValidator(_ipv6_host),
+    AfterValidator(_canonical_url),
 ]
 ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_LEN, pattern=TEXT_PATTERN)]
 ApiKey = Annotated[
@@ -121,20 +131,20 @@ def _explain_base_url(value: object) -> str:
         return "base_url must be a string."
     if len(value) > MAX_URL_LEN:
         return f"base_url is longer than {MAX_URL_LEN} characters."
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is not None and parts.scheme.lower() in ("http", "https") and parts.netloc:
-        if "@" in parts.netloc:
+    scheme, _, rest = value.partition("://")
+    authority = rest.partition("/")[0]
+    if scheme.lower() in ("http", "https") and authority:
+        if "@" in authority:
             return "base_url must not carry credentials; send the key as api_key."
-        if parts.query or "?" in value:
+        if "?" in value:
             return "base_url must not have a ?query; send the key as api_key."
-        if parts.fragment or "#" in value:
+        if "#" in value:
             return "base_url must not have a #fragment."
+        if authority.startswith("["):
+            return "base_url: a host in [brackets] must be an IPv6 address."
     return (
-        "base_url must be an http:// or https:// URL with a host (and a port up to 65535), "
-        "without blanks, e.g. https://api.example.com/v1."
+        "base_url must be an http:// or https:// URL with a host name or address (and a port "
+        "up to 65535), without blanks, e.g. https://api.example.com/v1."
     )
 
 

@@ -66,7 +66,6 @@ class InstanceConfig(BaseModel):
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,
-        title="InstanceInput",
         json_schema_extra=_cross_field_schema,
     )
     HINTS: ClassVar[dict[str, Hint]] = CONFIG_HINTS

@@ -36,7 +36,7 @@ class Usage(BaseModel):
 class InstanceView(BaseModel):
     """One instance, its key masked."""
 
-    model_config = _SHAPE | ConfigDict(title="Instance")
+    model_config = _SHAPE
 
     instance_id: str = Field(pattern=INSTANCE_ID_PATTERN)
     client: str
