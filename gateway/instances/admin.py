@@ -30,6 +30,7 @@ from gateway.settings import Settings
 __all__ = ["UPDATABLE", "RegistryAdmin", "unknown"]
 
 UPDATABLE = ("client", "provider", "model", "api_key", "base_url")
+ALLOWED_URLS = 4096  # base URLs remembered as allowed by the policy (oldest forgotten first)
 
 
 def unknown(instance_id: str) -> UnknownInstance:
@@ -50,11 +51,17 @@ class RegistryAdmin:
     keys: KeyStore
     audit: AuditLog
     url_policy: UrlPolicy
+    _allowed_urls: dict[str, None]  # bounded: ALLOWED_URLS
 
     def check_base_url(self, config: InstanceConfig) -> None:
         """Refuse a configuration whose (default) base URL the base-URL policy forbids."""
         url = config.base_url or PROVIDERS[config.provider].default_base_url
+        if url in self._allowed_urls:
+            return  # the policy is fixed for the process and check_url resolves no names
         self.url_policy.check_url(url)
+        if len(self._allowed_urls) >= ALLOWED_URLS:
+            del self._allowed_urls[next(iter(self._allowed_urls))]
+        self._allowed_urls[url] = None
 
     # -- listing ---------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from gateway.instances.model import InstanceRecord
 
 __all__ = ["ABSENT", "CAPACITY", "MISS", "RecordCache"]
 
-CAPACITY = 50_000  # per table; about 30 MB of records at most
+CAPACITY = 20_000  # per table; about 17 MiB of records at most (twice the default cap)
 
 
 class _Marker:
@@ -71,11 +71,17 @@ class RecordCache:
             return MISS
         return self._records.get(instance_id, MISS)
 
-    def instance_id(self, digest: str) -> str | _Marker:
-        """The id cached for a configuration digest, `ABSENT`, or `MISS`."""
+    def by_digest(self, digest: str) -> Cached:
+        """The record cached for a configuration digest, `ABSENT`, or `MISS` (one sync)."""
         if self.sync() is None:
             return MISS
-        return self._digests.get(digest, MISS)
+        found = self._digests.get(digest, MISS)
+        if not isinstance(found, str):
+            return found
+        record = self._records.get(found, MISS)
+        if isinstance(record, InstanceRecord) and record.config_digest == digest:
+            return record
+        return MISS
 
     def fill(
         self,

@@ -114,13 +114,11 @@ class CachedStore:
 
     async def by_digest(self, digest: str) -> InstanceRecord | None:
         """The stored instance with this configuration digest, or None."""
-        cached = self.cache.instance_id(digest)
+        cached = self.cache.by_digest(digest)
         if cached is ABSENT:
             return None
-        if isinstance(cached, str):
-            found = await self.record(cached)
-            if found is not None and found.config_digest == digest:
-                return found
+        if cached is not MISS:
+            return cast(InstanceRecord, cached)
         row, at = await self.read(self.store.by_digest, digest)
         if row is None:
             self.remember(at, gone_digests=[digest])

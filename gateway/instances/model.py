@@ -158,7 +158,7 @@ class InstanceConfig:
 
 def config_digest(id_key: bytes, config: InstanceConfig) -> str:
     """Keyed fingerprint of a configuration: reveals nothing about the key without `id_key`."""
-    return hmac.new(id_key, config.canonical(), hashlib.sha256).hexdigest()
+    return hmac.digest(id_key, config.canonical(), "sha256").hex()
 
 
 def candidate_id(digest: str, attempt: int = 0) -> str:

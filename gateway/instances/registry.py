@@ -58,6 +58,7 @@ class Registry(RegistryAdmin):
         self._settings = settings
         self.shared = settings.is_shared
         self.url_policy = UrlPolicy.from_settings(settings)
+        self._allowed_urls = {}
         self.limits = limits or RateLimits(
             instance_per_minute=settings.instance_rate_limit,
             registrations_per_hour=settings.new_instances_per_client_per_hour,
