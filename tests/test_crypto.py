@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import StorageError
 from gateway.instances.crypto import KeyRing, MasterKey, SealedFor, SecretError
@@ -19,6 +18,7 @@ from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.sqlite_store import DB_FILE
 from gateway.settings import Settings
+from tests.keyformats import v1_ciphertext
 
 KEY = "sk-test-crypto-0123456789abcdef"
 INSTANCE = "pmem-0123456789abcdef"
@@ -62,10 +62,9 @@ def test_ciphertext_is_bound_to_instance_provider_and_base_url(elsewhere: Sealed
 
 def test_old_v1_ciphertexts_open_only_through_the_upgrade_path() -> None:
     """A v1 ciphertext (bound to the id only) is refused by `decrypt`, read by `decrypt_v1`."""
-    key = fresh_key()
-    nonce = os.urandom(12)
-    sealed = AESGCM(key._material).encrypt(nonce, KEY.encode(), INSTANCE.encode())
-    token = f"v1.{key.key_id}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+    material = os.urandom(32)
+    key = MasterKey(material)
+    token = v1_ciphertext(material, KEY, INSTANCE)
     with pytest.raises(SecretError, match="v1"):
         key.decrypt(token, HERE)
     assert key.decrypt_v1(token, INSTANCE) == KEY
