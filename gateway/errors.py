@@ -22,9 +22,11 @@ __all__ = [
     "ConfigConflict",
     "Forbidden",
     "GatewayError",
+    "InstanceCapReached",
     "InvalidBody",
     "InvalidConfig",
     "InvalidHeader",
+    "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
     "ProviderError",
@@ -33,6 +35,8 @@ __all__ = [
     "RelayAuthRequired",
     "ServiceUnavailable",
     "StorageError",
+    "StoredKeyRejected",
+    "StoredKeyUnavailable",
     "UnknownInstance",
     "UnsupportedMediaType",
     "UpstreamStarting",
@@ -167,6 +171,10 @@ class AdminAuthThrottled(RateLimited):
     """Too many failed admin authentications from this address; `Retry-After` says when."""
 
 
+class InstanceCapReached(RateLimited):
+    """No new instance now: the per-address or the total cap on new instances is reached."""
+
+
 class ServiceUnavailable(GatewayError):
     """Something the gateway needs is not available right now; trying again later may work."""
 
@@ -178,6 +186,26 @@ class StorageError(ServiceUnavailable):
     """The registry could not be written (disk full, read-only data dir, …)."""
 
     code = "SYSTEM_STORAGE_ERROR"
+
+
+class MasterKeyMissing(StorageError):
+    """Stored keys exist but the master key that encrypted them is gone (start refused)."""
+
+    code = "MASTER_KEY_MISSING"
+
+
+class StoredKeyRejected(GatewayError):
+    """An instance's stored key fails its integrity check (its row was changed outside us)."""
+
+    status = 409
+    code = "INSTANCE_KEY_REJECTED"
+
+
+class StoredKeyUnavailable(GatewayError):
+    """An instance has no usable stored key (dropped by `secret reset`, or an old format)."""
+
+    status = 409
+    code = "INSTANCE_KEY_UNAVAILABLE"
 
 
 class UpstreamUnavailable(GatewayError):

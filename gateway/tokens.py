@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 
 from gateway.errors import GatewayError
-from gateway.files import NotOurFile, ensure_private_dir, secure_file, write_private_file_once
+from gateway.files import ensure_private_dir, ensure_private_file, write_private_file_once
 from gateway.settings import Settings
 
 __all__ = [
@@ -64,10 +64,8 @@ def _configured(value: str | None, file: Path | None, name: str) -> str | None:
 
 
 def _data_dir_token(path: Path, prefix: str, *, create: bool) -> str | None:
-    try:
-        secure_file(path)
-    except NotOurFile as exc:
-        raise TokenError(str(exc)) from None
+    # A loose mode is fixed (with a warning); a file that is not ours is refused (NotOurs).
+    ensure_private_file(path, "token")
     if not create and not path.exists():
         return None
     if create:

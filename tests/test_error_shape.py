@@ -36,6 +36,10 @@ PINNED: dict[str, tuple[int, str]] = {
     "ReadOnlyInstance": (409, "INSTANCE_READ_ONLY"),
     "RateLimited": (429, "RATE_LIMIT_EXCEEDED"),
     "AdminAuthThrottled": (429, "RATE_LIMIT_EXCEEDED"),
+    "InstanceCapReached": (429, "RATE_LIMIT_EXCEEDED"),
+    "MasterKeyMissing": (503, "MASTER_KEY_MISSING"),
+    "StoredKeyRejected": (409, "INSTANCE_KEY_REJECTED"),
+    "StoredKeyUnavailable": (409, "INSTANCE_KEY_UNAVAILABLE"),
     "ServiceUnavailable": (503, "SERVICE_UNAVAILABLE"),
     "StorageError": (503, "SYSTEM_STORAGE_ERROR"),
     "UpstreamUnavailable": (502, "UPSTREAM_UNAVAILABLE"),
@@ -173,7 +177,7 @@ async def test_success_has_the_envelope_shape(gateway: Client) -> None:
     assert response.status == 200 and response.content_type == "application/json"
     assert set(body) == {"success", "data", "message", "timestamp"}
     assert body["success"] is True
-    assert body["data"] == {"instances": [], "total": 0}
+    assert body["data"] == {"instances": [], "total": 0, "next_cursor": None}
     assert isinstance(body["message"], str)
     assert_timestamp(body["timestamp"])
 

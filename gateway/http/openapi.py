@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from aiohttp import web
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from gateway import __version__
@@ -27,9 +27,12 @@ from gateway.http.shapes import (
     Health,
     InstancePage,
     InstanceUpdate,
+    ListQuery,
     OpenAIError,
     ProbeResult,
     Registration,
+    SecretRevoked,
+    SecretRotated,
     Status,
 )
 from gateway.instances.model import InstanceConfig
@@ -72,6 +75,21 @@ class _Shapes:
         return refs, defs.get("$defs", {})
 
 
+def _query(model: type[BaseModel]) -> list[JSON]:
+    """Query parameters, one per field of the model that reads them (generated, not typed)."""
+    schema = model.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            "description": prop.pop("description", ""),
+            "schema": prop,
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
 def _json(schema: JSON, description: str) -> JSON:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -110,12 +128,13 @@ def _paths(shapes: _Shapes) -> JSON:
                 },
             },
             "get": {
-                "summary": "List instances, keys masked.",
+                "summary": "List instances, keys masked, a page at a time.",
                 "operationId": "listInstances",
                 "security": admin,
+                "parameters": _query(ListQuery),
                 "responses": {
                     "200": _json(answer(InstancePage), "The instances."),
-                    **errors(401, 429, 503),
+                    **errors(400, 401, 429, 503),
                 },
             },
         },
@@ -146,6 +165,27 @@ def _paths(shapes: _Shapes) -> JSON:
                 "security": admin,
                 "responses": {
                     "200": _json(answer(Deleted), "Deleted."),
+                    **errors(400, 401, 404, 409, 429, 503),
+                },
+            },
+        },
+        "/api/v1/instances/{instance_id}/secret": {
+            "parameters": [instance_id | {"schema": {"type": "string"}}],
+            "post": {
+                "summary": "A new instance secret, shown once; the old one stops working.",
+                "operationId": "rotateInstanceSecret",
+                "security": admin,
+                "responses": {
+                    "200": _json(answer(SecretRotated), "The new secret."),
+                    **errors(400, 401, 404, 409, 429, 503),
+                },
+            },
+            "delete": {
+                "summary": "Revoke the instance secret (a shared gateway then binds nothing).",
+                "operationId": "revokeInstanceSecret",
+                "security": admin,
+                "responses": {
+                    "200": _json(answer(SecretRevoked), "Revoked."),
                     **errors(400, 401, 404, 409, 429, 503),
                 },
             },

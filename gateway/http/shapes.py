@@ -8,6 +8,7 @@ registration body is `InstanceConfig` itself; the instance view is `InstanceView
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -24,6 +25,7 @@ from gateway.instances.fields import (
     ModelName,
     ProviderName,
 )
+from gateway.instances.paging import MAX_LIMIT
 from gateway.instances.view import InstanceView
 from gateway.validation import bad_request
 
@@ -36,6 +38,7 @@ __all__ = [
     "Health",
     "InstancePage",
     "InstanceUpdate",
+    "ListQuery",
     "OpenAIError",
     "OpenAIErrorBody",
     "ProbeResult",
@@ -49,6 +52,7 @@ __all__ = [
 _IN = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
 _OUT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 DataT = TypeVar("DataT")
+DEFAULT_PAGE = 100
 Timestamp = Field(
     json_schema_extra={"format": "date-time"}, description="UTC, ISO-8601, milliseconds, Z."
 )
@@ -57,7 +61,8 @@ Timestamp = Field(
 class InstanceUpdate(TypedDict, total=False):
     """`PUT /api/v1/instances/{id}`: any of the fields, at least one. The stored configuration
     with the changes applied must still be a valid InstanceConfig (azure needs a base_url, a
-    keyed provider a key)."""
+    keyed provider a key), and a change of `provider` or `base_url` needs `api_key` in the
+    same request: a stored key only ever goes where it was registered."""
 
     __pydantic_config__ = _IN | ConfigDict(json_schema_extra={"minProperties": 1})  # type: ignore[misc]
 
@@ -97,13 +102,38 @@ class Registration(BaseModel):
     )
 
 
+class ListQuery(BaseModel):
+    """The query of `GET /api/v1/instances`: a page size, where to go on, and filters."""
+
+    # Query values are text, so `limit=10` is read as a number; anything unknown is refused
+    # (a misspelt `?limt=` must not quietly list everything).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_LIMIT, description="Page size.")
+    cursor: str | None = Field(
+        default=None, max_length=512, description="`next_cursor` of the previous page."
+    )
+    client: ClientLabel | None = Field(default=None, description="Only this client label.")
+    provider: ProviderName | None = Field(default=None, description="Only this provider.")
+
+    @classmethod
+    def of(cls, query: Mapping[str, str]) -> ListQuery:
+        if len(query) != len(set(query)):
+            raise InvalidConfig("Give each query parameter once.")
+        try:
+            return cls.model_validate(dict(query))
+        except ValidationError as exc:
+            raise bad_request(exc, InvalidConfig, allowed=tuple(cls.model_fields)) from None
+
+
 class InstancePage(BaseModel):
-    """`GET /api/v1/instances`."""
+    """`GET /api/v1/instances`: one page, in a stable order (instances.yaml first)."""
 
     model_config = _OUT
 
     instances: list[InstanceView]
-    total: int = Field(ge=0, description="How many instances exist in all.")
+    total: int = Field(ge=0, description="How many instances match, on every page together.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
 class Deleted(BaseModel):
