@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.http.appkeys import METRICS, UPSTREAM
@@ -19,6 +18,4 @@ async def metrics(request: web.Request) -> web.Response:
     require_admin(request)
     m = request.app[METRICS]
     m.upstream_restarts.set(getattr(request.app.get(UPSTREAM), "restarts", 0))
-    return web.Response(
-        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=await m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
