@@ -126,7 +126,6 @@ def serve(**values: Any) -> None:
     """Run the gateway (default 127.0.0.1:8848)."""
     from aiohttp import web
 
-    from gateway.http.app import create_app
     from gateway.observe.logs import configure_logging
 
     values["allowed_base_url_hosts"] = tuple(values["allowed_base_url_hosts"]) or None
@@ -141,17 +140,28 @@ def serve(**values: Any) -> None:
     os.umask(0o077)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=lambda _: click.echo(
-                f"powermem-gateway listening on http://{settings.host}:{settings.port}"
-            ),
-        )
+        asyncio.run(_serve(settings))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
     except GatewayError as exc:
         raise click.ClickException(exc.message) from None
+
+
+async def _serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM (aiohttp's runner turns them into `GracefulExit`)."""
+    from aiohttp import web
+
+    from gateway.front.runner import GatewayRunner
+    from gateway.http.app import create_app
+
+    runner = GatewayRunner(create_app(settings), handle_signals=True, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        click.echo(f"powermem-gateway listening on http://{settings.host}:{settings.port}")
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 @cli.group()

@@ -58,6 +58,13 @@ class Settings:
     allow_private_base_urls: bool | None = None
     # Hosts, addresses or CIDR blocks client base URLs may always reach (cloud metadata too).
     allowed_base_url_hosts: tuple[str, ...] = ()
+    # Host names (besides loopback names and addresses) the gateway answers to; "*" for any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Browser origins allowed to make cross-origin requests (default: none).
+    allowed_origins: tuple[str, ...] = ()
+    # Whether instances need their secret to be bound by id; None: when listening beyond
+    # loopback (a shared gateway).
+    shared: bool | None = None
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -74,6 +81,10 @@ class Settings:
     @property
     def listens_on_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def shared_mode(self) -> bool:
+        return self.shared if self.shared is not None else not self.listens_on_loopback
 
     @property
     def private_base_urls_allowed(self) -> bool:

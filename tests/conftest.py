@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from gateway.http.app import create_app
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream
+from tests.frontserver import GatewayTestServer
 
 # Property and fuzz tests are reproducible: the same examples on every run and machine.
 hypothesis_settings.register_profile(
@@ -72,9 +73,26 @@ async def gateway(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        create_app(make_settings())
+        GatewayTestServer(create_app(make_settings()))
     )
     yield client
+
+
+@pytest.fixture
+async def gateway_server() -> AsyncIterator[Callable[..., Awaitable[GatewayTestServer]]]:
+    """`await gateway_server(app, port=…)`: the whole gateway on a loopback port, like
+    `aiohttp_server` but through the front; closed at teardown."""
+    started: list[GatewayTestServer] = []
+
+    async def start(app: web.Application, *, port: int | None = None) -> GatewayTestServer:
+        server = GatewayTestServer(app, port=port)
+        await server.start_server()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        await server.close()
 
 
 # -- fixtures for the core suite (registry, real gateway processes) ----------------------------

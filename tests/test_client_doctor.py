@@ -58,9 +58,9 @@ async def provider() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
+async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
     """A gateway in front of the recording fake upstream, which never calls the relay."""
-    started: TestServer = await aiohttp_server(create_app(make_settings(relay_token=RELAY_TOKEN)))
+    started: TestServer = await gateway_server(create_app(make_settings(relay_token=RELAY_TOKEN)))
     return started
 
 
@@ -97,13 +97,13 @@ async def test_upstream_that_never_calls_the_relay_is_reported_broken(server: Te
 
 
 async def test_relay_calls_with_baggage_prove_the_wiring_when_the_probe_is_closed(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     provider: FakeOpenAI,
     clean_env: Path,
 ) -> None:
     """Without the admin token the probe cannot run: relay calls with baggage are the proof."""
-    started: TestServer = await aiohttp_server(
+    started: TestServer = await gateway_server(
         create_app(make_settings(relay_token=RELAY_TOKEN, admin_token="admin-secret-token"))
     )
     url = url_of(started)
@@ -153,10 +153,10 @@ async def test_forgotten_saved_id_and_failing_provider_are_broken(
 
 
 async def test_admin_token_gateway_without_token_warns_instead_of_guessing(
-    aiohttp_server: Any, make_settings: Callable[..., Settings]
+    gateway_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
     """The probe needs the admin token: without it the wiring is unknown, a warning."""
-    server = await aiohttp_server(create_app(make_settings(admin_token="adm")))
+    server = await gateway_server(create_app(make_settings(admin_token="adm")))
     result = await doctor(url_of(server))
     assert line(result.output, WIRING).startswith("WARN")
     assert "unknown: no relay call seen yet" in result.output
@@ -173,7 +173,7 @@ def free_port() -> int:
 
 @pytest.mark.e2e
 async def test_stock_powermem_wired_to_the_relay_is_good(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     powermem_factory: PowermemFactory,
 ) -> None:
@@ -181,7 +181,7 @@ async def test_stock_powermem_wired_to_the_relay_is_good(
     port = free_port()
     powermem = await powermem_factory(f"http://127.0.0.1:{port}/relay/v1", llm_key=RELAY_TOKEN)
     settings = make_settings(upstream=powermem.url, relay_token=RELAY_TOKEN, port=port)
-    server = await aiohttp_server(create_app(settings), port=port)
+    server = await gateway_server(create_app(settings), port=port)
     result = await doctor(url_of(server))
     assert result.exit_code == 0, result.output
     assert line(result.output, WIRING).startswith("ok")
@@ -190,14 +190,14 @@ async def test_stock_powermem_wired_to_the_relay_is_good(
 
 @pytest.mark.e2e
 async def test_stock_powermem_calling_its_provider_directly_is_broken(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     powermem_factory: PowermemFactory,
     fake_llm: FakeOpenAI,
 ) -> None:
     """The real server, its LLM at a provider instead of the relay: reported broken."""
     powermem = await powermem_factory(fake_llm.url)
-    server = await aiohttp_server(create_app(make_settings(upstream=powermem.url)))
+    server = await gateway_server(create_app(make_settings(upstream=powermem.url)))
     result = await doctor(url_of(server))
     assert result.exit_code == 1, result.output
     assert line(result.output, WIRING).startswith("FAIL")

@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from gateway.cli import cli
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.binding import instance_of
 from tests.fakes.upstream import Recorder
 
 KEY = "sk-ant-first-key-0123456789abcdef"
@@ -32,8 +33,8 @@ Invoke = Callable[..., Any]
 
 
 @pytest.fixture
-async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
-    started: TestServer = await aiohttp_server(create_app(make_settings()))
+async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
+    started: TestServer = await gateway_server(create_app(make_settings()))
     return started
 
 
@@ -203,10 +204,10 @@ async def test_a_new_key_updates_the_instance_instead_of_adding_one(
 
 
 async def test_a_key_change_with_an_admin_token_updates_in_place(
-    aiohttp_server: Any, make_settings: Callable[..., Settings], clean_env: Path
+    gateway_server: Any, make_settings: Callable[..., Settings], clean_env: Path
 ) -> None:
     """With an admin token on the gateway, register sends it and still updates in place."""
-    server = await aiohttp_server(create_app(make_settings(admin_token=ADMIN)))
+    server = await gateway_server(create_app(make_settings(admin_token=ADMIN)))
     url = str(server.make_url("")).rstrip("/")
     runner = CliRunner()
 
@@ -380,4 +381,4 @@ async def test_readme_plugin_example_registers_stores_and_sends_the_id(
     path = clean_env / ID_FILES["claude-code"]
     assert path.read_text() == instance["instance_id"] + "\n"
     assert mode(path) == 0o600
-    assert recorder.last.headers["baggage"] == f"powermem.instance={instance['instance_id']}"
+    assert instance_of(recorder.last.headers["baggage"]) == instance["instance_id"]

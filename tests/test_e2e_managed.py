@@ -27,6 +27,7 @@ from gateway.http.appkeys import RELAY, UPSTREAM
 from gateway.proxy.managed import ManagedUpstream, free_port
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
+from tests.frontserver import GatewayTestServer
 from tests.powermem_server import EMBEDDING_DIMS, powermem_env
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +107,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         instances_file=tmp_path / "instances.yaml",
         env_file=env_file,
     )
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
     await server.start_server()
     session = aiohttp.ClientSession()
     try:

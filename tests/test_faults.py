@@ -21,6 +21,7 @@ from gateway.http.appkeys import REGISTRY
 from gateway.settings import Settings
 from tests.conftest import SpawnGateway
 from tests.fakes.providers import FakeOpenAI
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -72,7 +73,7 @@ async def relay_client(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Client]:
     settings = make_settings(relay_token=RELAY_TOKEN, provider_timeout=0.4, provider_retries=0)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     yield client
 
 
@@ -257,7 +258,7 @@ async def test_upstream_that_dies_mid_request_gives_502_or_a_cut_body(
     """Before its headers: a 502 envelope. After them: the client's body is cut, not padded."""
     upstream = await aiohttp_server(dying_upstream())
     settings = make_settings(upstream=str(upstream.make_url("")).rstrip("/"))
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
 
     response = await client.get("/before-headers")
     assert response.status == 502

@@ -18,6 +18,7 @@ from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 KEY = "sk-ant-metrics-0123456789abcdef"
@@ -81,7 +82,9 @@ async def test_relay_metrics_are_labelled_by_instance_and_client_never_by_key(
     """Calls, errors and tokens per instance id and client label; the key is nowhere."""
     async with FakeAnthropic() as fake:
         client: Client = await aiohttp_client(
-            create_app(make_settings(relay_token=RELAY_TOKEN, env_file=tmp_path / "none.env"))
+            GatewayTestServer(
+                create_app(make_settings(relay_token=RELAY_TOKEN, env_file=tmp_path / "none.env"))
+            )
         )
         registered = await client.post(
             "/api/v1/instances",

@@ -28,6 +28,7 @@ from gateway.observe.logs import JsonFormatter, TextFormatter
 from gateway.settings import Settings
 from tests.conftest import free_port
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -155,7 +156,7 @@ async def scenario(
             provider_timeout=0.3,
             provider_retries=1,
         )
-        client: Client = await aiohttp_client(create_app(settings))
+        client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
 
         async def call(method: str, path: str, **kwargs: Any) -> Any:
             response = await client.request(method, path, **kwargs)
@@ -290,7 +291,7 @@ async def scenario(
 
     # A gateway whose upstream is down: 502, for explicit and implicit requests.
     down = make_settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=tmp_path / "down")
-    down_client: Client = await aiohttp_client(create_app(down))
+    down_client: Client = await aiohttp_client(GatewayTestServer(create_app(down)))
     for headers in ({}, implicit):
         response = await down_client.get("/api/v1/memories", headers=headers)
         assert response.status == 502

@@ -12,25 +12,29 @@ from aiohttp import web
 
 from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
+    LEDGER,
     METRICS,
     RATE_LIMITER,
     REGISTRY,
     RELAY,
     SETTINGS,
     UPSTREAM,
+    UPSTREAM_POOLS,
     UPSTREAM_SESSION,
 )
 from gateway.http.envelope import error_middleware
 from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
 from gateway.http.openapi import routes as openapi_routes
-from gateway.http.proxy import proxy
+from gateway.http.peer import peer_middleware
 from gateway.http.relay import routes as relay_routes
 from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.proxy.ledger import Ledger
+from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import StaticUpstream
 from gateway.proxy.upstream_env import default_llm, read_env_file
 from gateway.relay.client import ProviderPool
@@ -84,6 +88,17 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def _front_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What the front's proxy needs: the request ledger and the pools to powermem."""
+    settings = app[SETTINGS]
+    app[LEDGER] = Ledger.anonymous()
+    pools = UpstreamPools(connect_timeout=settings.upstream_connect_timeout)
+    app[UPSTREAM_POOLS] = pools
+    yield
+    await pools.close()
+    app[LEDGER].close()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # One pooled session for every proxied request. Bodies pass through as they are,
@@ -117,8 +132,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        # Access logging outside error mapping, so it sees the status the client gets.
-        middlewares=[access_middleware, error_middleware],
+        # The bridged client's address first; access logging outside error mapping, so it
+        # sees the status the client gets.
+        middlewares=[peer_middleware, access_middleware, error_middleware],
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
@@ -136,10 +152,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_front_ctx)
     app.add_routes(instance_routes)
     app.add_routes(relay_routes)
     app.add_routes(status_routes)
     app.add_routes(metrics_routes)
     app.add_routes(openapi_routes)
-    app.router.add_route("*", "/{tail:.*}", proxy)
     return app

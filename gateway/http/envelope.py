@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, ProviderError
 
-__all__ = ["error_middleware", "error_response", "ok"]
+__all__ = ["error_body", "error_middleware", "error_payload", "error_response", "ok"]
 
 log = logging.getLogger("gateway.errors")
 
@@ -48,15 +49,24 @@ def _openai_type(status: int) -> str:
     }.get(status, "api_error")
 
 
-def error_response(exc: GatewayError, *, openai_shape: bool = False) -> web.Response:
+def error_payload(exc: GatewayError, *, openai_shape: bool = False) -> dict[str, Any]:
+    """The error as the caller reads it: powermem's envelope, or OpenAI's shape on the relay."""
     if openai_shape:
-        body = _openai_error(exc)
-    else:
-        body = {
-            "success": False,
-            "error": {"code": exc.code, "message": exc.message, "details": exc.details},
-            "timestamp": _timestamp(),
-        }
+        return _openai_error(exc)
+    return {
+        "success": False,
+        "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+        "timestamp": _timestamp(),
+    }
+
+
+def error_body(exc: GatewayError, *, openai_shape: bool = False) -> bytes:
+    """`error_payload` as the bytes of a JSON body (for answers written by the front)."""
+    return json.dumps(error_payload(exc, openai_shape=openai_shape)).encode()
+
+
+def error_response(exc: GatewayError, *, openai_shape: bool = False) -> web.Response:
+    body = error_payload(exc, openai_shape=openai_shape)
     return web.json_response(body, status=exc.status, headers=exc.headers)
 
 

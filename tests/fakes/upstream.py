@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
 class Seen:
     method: str
     path_qs: str
-    headers: dict[str, str]
+    # Case-insensitive, as header names are: what a server sees, whatever case was sent.
+    headers: CIMultiDict[str]
     body: bytes
 
 
@@ -35,7 +37,7 @@ SSE_GATE = web.AppKey("sse_gate", asyncio.Queue)
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), body)
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), body)
     )
     payload: dict[str, Any] = {
         "success": True,
@@ -52,7 +54,7 @@ async def _echo(request: web.Request) -> web.Response:
 async def _sse(request: web.Request) -> web.StreamResponse:
     """Three events, each after a pause the test can observe."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), b"")
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), b"")
     )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
@@ -90,7 +92,7 @@ async def _redirect(request: web.Request) -> web.Response:
 async def _sse_gated(request: web.Request) -> web.StreamResponse:
     """Three events; each one after the first waits for the test to open the gate."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), b"")
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), b"")
     )
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -107,7 +109,7 @@ async def _sse_gated(request: web.Request) -> web.StreamResponse:
 async def _fail(request: web.Request) -> web.Response:
     """Answer with the status in `?status=` (default 500), recorded like the echo."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), await request.read())
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), await request.read())
     )
     status = int(request.query.get("status", "500"))
     return web.json_response({"success": False, "status": status}, status=status)

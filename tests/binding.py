@@ -1,0 +1,25 @@
+"""Bind a request by its headers the way the front's proxy does, for tests of the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.instances.registry import Registry
+from gateway.proxy.baggage import gateway_members
+from gateway.proxy.binding import Binding, bind, powermem_headers
+
+__all__ = ["bind_request", "instance_of"]
+
+
+async def bind_request(headers: Mapping[str, str], registry: Registry) -> Binding | None:
+    raw = [
+        (k.lower().encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass"))
+        for k, v in headers.items()
+    ]
+    return await bind(powermem_headers(raw), registry)
+
+
+def instance_of(baggage: str) -> str | None:
+    """The `powermem.instance` member of a forwarded request's baggage (which also holds the
+    request's nonce)."""
+    return gateway_members([baggage])[0]
