@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -71,15 +71,15 @@ class FrontProtocol(asyncio.Protocol):
     # -- connection lifecycle -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else ""
         if not self.server.accept(self):
-            transport.abort()
+            stream.abort()
             self.transport = None
             return
-        transport.set_write_buffer_limits(high=256 * 1024)
+        stream.set_write_buffer_limits(high=256 * 1024)
         self._arm(self.server.limits.header_timeout, "header")
 
     def connection_lost(self, exc: Exception | None) -> None:

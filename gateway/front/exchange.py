@@ -2,7 +2,8 @@
 
 A handler reads the head (`method`, `target`, `headers`), takes the body either whole
 (`await body.read(limit)`) or as a stream (`body.stream(on_chunk, on_end)`), and answers with
-`send_head` / `send` / `finish` (or `respond` for a small whole answer). Framing toward the
+`send_head` / `send` / `flush` / `finish` (or `respond` for a small whole answer); output is
+queued until `flush`, so a head and the body that arrived with it cost one write. Framing toward the
 client is decided here once: a known length, chunked for HTTP/1.1, or close-delimited for
 HTTP/1.0. Every response passes the front door's last rule on its way out: powermem's CORS
 headers are removed and ours added for an allowed origin.
@@ -133,6 +134,7 @@ class Exchange:
 
     __slots__ = (
         "_length",
+        "_pending",
         "_protocol",
         "aborted",
         "body",
@@ -180,6 +182,9 @@ class Exchange:
         self.aborted = False
         self.chunked_out = False
         self._length: int | None = None
+        # Output not yet written: a head waits for the body that comes with it, so a small
+        # answer leaves in one write (see `flush`).
+        self._pending: list[bytes] = []
         # (pause, resume): told when the client's socket cannot take more, and when it can.
         self.on_drain: tuple[Callable[[], None], Callable[[], None]] | None = None
         # Told once if the client disconnects before the response is finished.
@@ -221,22 +226,31 @@ class Exchange:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
         if not self.keep_alive:
             out.append((b"Connection", b"close"))
-        self._protocol.write(response_head(status, out, version=self.version))
+        self._pending.append(response_head(status, out, version=self.version))
 
     def send(self, chunk: bytes) -> None:
+        """Queue a piece of the body; it leaves at the next `flush` (or `finish`)."""
         if not chunk or self.finished or self.method == b"HEAD":
             return
         if self.chunked_out:
-            self._protocol.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self._pending.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
-            self._protocol.write(chunk)
+            self._pending.append(chunk)
+
+    def flush(self) -> None:
+        """Write what is queued, in one write."""
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending = []
+            self._protocol.write(data)
 
     def finish(self) -> None:
         if self.finished:
             return
         self.finished = True
         if self.chunked_out and self.method != b"HEAD":
-            self._protocol.write(b"0\r\n\r\n")
+            self._pending.append(b"0\r\n\r\n")
+        self.flush()
         self._protocol.exchange_done(self)
 
     def respond(self, status: int, headers: list[Header], body: bytes = b"") -> None:

@@ -89,6 +89,9 @@ class _Exchange:
     def response_body(self, chunk: bytes) -> None:
         self.client.send(chunk)
 
+    def response_flush(self) -> None:
+        self.client.flush()
+
     def response_end(self) -> None:
         if not self.done.done():
             self.done.set_result(None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
 
@@ -37,6 +37,9 @@ class ResponseSink(Protocol):
     def response_end(self) -> None: ...
 
     def response_failed(self, exc: BaseException) -> None: ...
+
+    def response_flush(self) -> None:
+        """Everything that arrived in one read has been handed over: write it on."""
 
     def upstream_paused(self) -> None:
         """The socket's write buffer is full: stop producing request body until resumed."""
@@ -114,8 +117,8 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._sink is None:
@@ -123,12 +126,14 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self.responded = True
+        sink = self._sink
         try:
             self._parser.feed_data(data)
         except HttpParserError as exc:
             self._fail(UpstreamBroke(f"unparseable response ({type(exc).__name__})"))
         except UpstreamBroke as exc:
             self._fail(exc)
+        sink.response_flush()
 
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 has no use for a half-open connection
