@@ -49,6 +49,8 @@ class Settings:
     # Seconds for one provider call made by the relay (headers and body).
     provider_timeout: float = 120.0
     provider_retries: int = 2
+    # Seconds one relayed call may take in all, retries included.
+    relay_deadline: float = 120.0
     # Per-instance request limit (requests per minute); None disables it.
     instance_rate_limit: int | None = None
     # The command that runs powermem's server in managed mode.

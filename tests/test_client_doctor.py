@@ -18,6 +18,7 @@ from gateway.clients.doctor import run_doctor
 from gateway.clients.gatewayapi import GatewayAPI
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory
 
@@ -111,7 +112,7 @@ async def test_relay_calls_with_baggage_prove_the_wiring_when_the_probe_is_close
     status, _ = await post(
         url + "/relay/v1/chat/completions",
         {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
-        {"Authorization": f"Bearer {RELAY_TOKEN}", "baggage": f"powermem.instance={instance_id}"},
+        {"Authorization": f"Bearer {RELAY_TOKEN}", "baggage": in_flight(started.app, instance_id)},
     )
     assert status == 200
     result = await doctor(url)

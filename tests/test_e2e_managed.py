@@ -357,7 +357,7 @@ async def test_wiring_probe_proves_the_chain_without_a_provider(stack: Stack) ->
     assert status == 200, body
     assert body["data"]["wired"] is True, body
     assert stack.chat_calls() == {n: [] for n in stack.llm_fakes()}
-    assert stack.server.app[RELAY].stats.instance_calls >= 1
+    assert stack.server.app[RELAY].stats.proxied_calls >= 1
     status, _, found = await stack.call("GET", "/api/v1/memories?user_id=powermem-gateway-probe")
     assert status == 200
     assert not found["data"]["memories"] if isinstance(found["data"], dict) else not found["data"]

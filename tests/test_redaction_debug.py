@@ -26,6 +26,7 @@ from gateway.cli import cli
 from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import free_port
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 from tests.frontserver import GatewayTestServer
@@ -216,7 +217,7 @@ async def scenario(
         for instance_id in (openai_id, anthropic_id, gemini_id, None):
             headers = dict(relay)
             if instance_id:
-                headers["baggage"] = f"powermem.instance={instance_id}"
+                headers["baggage"] = in_flight(client.server.app, instance_id)
             await call("POST", "/relay/v1/chat/completions", json=CHAT, headers=headers)
             await call(
                 "POST", "/relay/v1/chat/completions", json=CHAT | {"stream": True}, headers=headers
@@ -229,7 +230,7 @@ async def scenario(
                 json=CHAT,
                 headers={
                     **relay,
-                    "baggage": f"powermem.instance={instance_id}",
+                    "baggage": in_flight(client.server.app, instance_id),
                     "X-Test-Status": status,
                 },
             )
@@ -238,7 +239,7 @@ async def scenario(
             "POST",
             "/relay/v1/chat/completions",
             json=CHAT,
-            headers={**relay, "baggage": f"powermem.instance={slow_id}"},
+            headers={**relay, "baggage": in_flight(client.server.app, slow_id)},
         )
 
         # Refused: wrong relay token (a provider key by mistake), wrong admin tokens.
@@ -266,7 +267,7 @@ async def scenario(
             "POST",
             "/relay/v1/chat/completions",
             json=CHAT,
-            headers={**relay, "baggage": f"powermem.instance={gemini_id}"},
+            headers={**relay, "baggage": in_flight(client.server.app, gemini_id)},
         )
         await call("GET", "/api/v1/instances", headers=admin)
         for instance_id in (openai_id, anthropic_id, gemini_id, echo_id):

@@ -40,7 +40,8 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Register via A, relay via B; each PUT via A is what B's very next call uses; DELETE too."""
+    """Register via A, call the LLM via B; each PUT via A is what B's very next call uses;
+    DELETE too."""
     monkeypatch.setenv("POWERMEM_GATEWAY_RELAY_TOKEN", RELAY_TOKEN)
     data_dir = tmp_path / "shared-data"
     upstream_url = str(upstream.make_url("")).rstrip("/")
@@ -58,17 +59,15 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
         async with session.post(a.url + "/api/v1/instances", json=body) as response:
             assert response.status == 201
             instance_id = (await response.json())["data"]["instance_id"]
-        relay = {
-            "Authorization": f"Bearer {RELAY_TOKEN}",
-            "baggage": f"powermem.instance={instance_id}",
-        }
+        bound = {"X-PowerMem-Instance": instance_id, "X-Relay-Token": RELAY_TOKEN}
 
         async def call_b() -> int:
-            async with session.post(
-                b.url + "/relay/v1/chat/completions", json=CHAT, headers=relay
-            ) as answer:
-                await answer.read()
-                return answer.status
+            """A request through B whose upstream calls B's relay, as powermem would."""
+            async with session.post(b.url + "/call-llm", json=CHAT, headers=bound) as answer:
+                if answer.status != 200:
+                    return answer.status
+                relayed: int = (await answer.json())["relay_status"]
+                return relayed
 
         for _ in range(3):  # B has it cached now
             assert await call_b() == 200

@@ -20,6 +20,7 @@ from gateway.providers import PROVIDERS
 from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.fakes.providers import FakeOpenAI
 from tests.fakes.upstream import Recorder
 from tests.frontserver import GatewayTestServer
@@ -369,7 +370,7 @@ async def test_name_resolving_to_a_private_address_is_refused_at_call_time(
     response = await public_gateway.post("/api/v1/instances", json=body)
     assert response.status == 201
     instance_id = (await response.json())["data"]["instance_id"]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(public_gateway.server.app, instance_id)}
     response = await public_gateway.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 403
     assert (await response.json())["error"]["type"] == "permission_error"
@@ -388,7 +389,7 @@ async def test_instance_registered_under_a_looser_policy_is_refused_after_restar
     instance_id = (await (await local.post("/api/v1/instances", json=body)).json())["data"][
         "instance_id"
     ]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(local.server.app, instance_id)}
     response = await local.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 200
     public: Client = await aiohttp_client(
@@ -418,7 +419,7 @@ async def test_allow_listed_host_works_on_a_public_gateway(
     response = await client.post("/api/v1/instances", json=body)
     assert response.status == 201
     instance_id = (await response.json())["data"]["instance_id"]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(client.server.app, instance_id)}
     response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 200
 
@@ -449,7 +450,7 @@ async def test_each_key_goes_only_to_its_own_url_and_the_relay_token_to_none(
         for baggage in (None, instance_id, keyless_id, None, instance_id):
             headers = dict(AUTH)
             if baggage:
-                headers["baggage"] = f"powermem.instance={baggage}"
+                headers["baggage"] = in_flight(client.server.app, baggage)
             response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
             assert response.status == 200
         default_seen = [str(c["headers"]) for c in default.calls]
@@ -487,7 +488,7 @@ async def test_provider_redirects_are_not_followed(
     instance_id = (await (await client.post("/api/v1/instances", json=body)).json())["data"][
         "instance_id"
     ]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(client.server.app, instance_id)}
     response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 502
     assert "redirect" in (await response.json())["error"]["message"]

@@ -36,9 +36,7 @@ class RelayHandler(Protocol):
 
 
 class Dispatcher:
-    def __init__(
-        self, door: Door, bridge: Bridge, proxy: PowermemProxy, relay: RelayHandler | None
-    ) -> None:
+    def __init__(self, door: Door, bridge: Bridge, proxy: PowermemProxy, relay: RelayHandler):
         self.door = door
         self.bridge = bridge
         self.proxy = proxy
@@ -58,10 +56,7 @@ class Dispatcher:
                 await self.bridge.handle(ex, where)
             elif where.kind == "relay":
                 openai_shape = True
-                if self.relay is None:
-                    await self.bridge.handle(ex, where)
-                else:
-                    await self.relay.handle(ex, where.path)
+                await self.relay.handle(ex, where.path)
             else:
                 await self.proxy.handle(ex, where)
         except PathError as exc:

@@ -16,6 +16,7 @@ from gateway.front.bridge import Bridge
 from gateway.front.dispatch import Dispatcher
 from gateway.front.door import Door
 from gateway.front.proxy import PowermemProxy
+from gateway.front.relay import RelayEndpoint
 from gateway.front.server import FrontServer, Limits
 from gateway.http.appkeys import SETTINGS
 
@@ -40,7 +41,7 @@ class GatewayRunner(web.AppRunner):
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
         )
-        dispatcher = Dispatcher(door, self._bridge, PowermemProxy(app), relay=None)
+        dispatcher = Dispatcher(door, self._bridge, PowermemProxy(app), RelayEndpoint(app))
         # aiohttp's sites only call the factory and the shutdown hooks, which FrontServer has.
         return cast(web.Server, FrontServer(inner, dispatcher, limits=self._limits))
 

@@ -27,7 +27,6 @@ from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
 from gateway.http.openapi import routes as openapi_routes
 from gateway.http.peer import peer_middleware
-from gateway.http.relay import routes as relay_routes
 from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
@@ -75,6 +74,7 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = ProviderPool(
         timeout=settings.provider_timeout,
         retries=settings.provider_retries,
+        deadline=settings.relay_deadline,
         # The same policy the registry applies at registration, now at call time.
         policy=app[REGISTRY].url_policy,
     )
@@ -154,7 +154,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_front_ctx)
     app.add_routes(instance_routes)
-    app.add_routes(relay_routes)
     app.add_routes(status_routes)
     app.add_routes(metrics_routes)
     app.add_routes(openapi_routes)

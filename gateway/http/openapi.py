@@ -354,6 +354,18 @@ def _paths() -> JSON:
                 },
             }
         },
+        "/gateway/probe/{instance_id}": {
+            "parameters": [_INSTANCE_ID_PARAM],
+            "post": {
+                "summary": "A one-token call to the instance's provider, with its key.",
+                "operationId": "probeProvider",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _json(_success({"type": "object"}), "What the provider answered."),
+                    **_errors(400, 401, 404),
+                },
+            },
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics.",

@@ -24,7 +24,15 @@ __all__ = ["AUDIT_FILE", "Action", "AuditLog"]
 log = logging.getLogger("gateway.observe.audit")
 
 AUDIT_FILE = "audit.log"
-Action = Literal["create", "implicit_create", "update", "delete", "rotate", "admin_auth_failed"]
+Action = Literal[
+    "create",
+    "implicit_create",
+    "update",
+    "delete",
+    "rotate",
+    "admin_auth_failed",
+    "relay_refused",
+]
 
 
 class AuditLog:

@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -129,6 +130,27 @@ async def _hop(request: web.Request) -> web.Response:
     )
 
 
+async def _call_llm(request: web.Request) -> web.Response:
+    """What powermem does for an LLM route: call the gateway's relay (found through
+    `X-Forwarded-Host`) carrying the request's baggage, with the relay token the test sent
+    in `X-Relay-Token`; answers 200 with the relay's status and body, as powermem would."""
+    body = await request.read()
+    request.app[RECORDER].requests.append(
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), body)
+    )
+    headers = {"Authorization": f"Bearer {request.headers.get('X-Relay-Token', '')}"}
+    if "baggage" in request.headers:
+        headers["baggage"] = request.headers["baggage"]
+    chat = {"model": "relay-model", "messages": [{"role": "user", "content": "extract facts"}]}
+    url = f"http://{request.headers['X-Forwarded-Host']}/relay/v1/chat/completions"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=chat, headers=headers) as answer,
+    ):
+        text = await answer.text()
+        return web.json_response({"relay_status": answer.status, "relay_body": text})
+
+
 def make_upstream() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[RECORDER] = Recorder()
@@ -140,5 +162,6 @@ def make_upstream() -> web.Application:
     app.router.add_get("/sse-gated", _sse_gated)
     app.router.add_route("*", "/fail", _fail)
     app.router.add_get("/hop", _hop)
+    app.router.add_post("/call-llm", _call_llm)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app
