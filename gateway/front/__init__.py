@@ -1,4 +1,4 @@
-"""The listening server: every connection first, then the gateway's own routes, the proxy, the relay.
+"""The listening server: each connection, then the gateway's own routes, the proxy, the relay.
 
 May import: gateway (top-level modules), wire, observe, policy, instances, proxy, relay, http.
 """

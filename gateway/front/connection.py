@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -23,10 +24,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.front.exchange import BodyBroken, Exchange, RequestBody
 from gateway.wire.heads import Header
 
-if TYPE_CHECKING:
-    from gateway.front.server import FrontServer
-
-__all__ = ["FrontProtocol", "HeadTooLarge"]
+__all__ = ["FrontProtocol", "HeadTooLarge", "Server"]
 
 log = logging.getLogger("gateway.front")
 
@@ -45,8 +43,36 @@ class HeadTooLarge(BadRequest):
     code = "HEADERS_TOO_LARGE"
 
 
+class Limits(Protocol):
+    @property
+    def header_timeout(self) -> float: ...
+
+    @property
+    def body_timeout(self) -> float: ...
+
+    @property
+    def keepalive_timeout(self) -> float: ...
+
+
+class Server(Protocol):
+    """What a connection needs from its server (`gateway.front.server.FrontServer`)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def accept(self, protocol: FrontProtocol) -> bool: ...
+
+    def forget(self, protocol: FrontProtocol) -> None: ...
+
+    def run(self, exchange: Exchange) -> Coroutine[Any, Any, None]: ...
+
+    def refuse(self, protocol: FrontProtocol, exc: GatewayError) -> None: ...
+
+    def note_slow(self, protocol: FrontProtocol, kind: str) -> None: ...
+
+
 class FrontProtocol(asyncio.Protocol):
-    def __init__(self, server: FrontServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ""

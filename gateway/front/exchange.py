@@ -13,19 +13,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.wire.heads import Header, response_head
 
-if TYPE_CHECKING:
-    from gateway.front.connection import FrontProtocol
-
-__all__ = ["BodyTooLarge", "Exchange", "RequestBody"]
+__all__ = ["BodyBroken", "BodyTooLarge", "Connection", "Exchange", "RequestBody"]
 
 # A body buffered before its consumer took it; past this the client's socket is paused.
 BUFFER_HIGH = 256 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _EXPOSED = b"X-PowerMem-Instance, X-PowerMem-Instance-Created, X-PowerMem-LLM-Error"
+
+
+class Connection(Protocol):
+    """What an exchange needs from its connection (`gateway.front.connection.FrontProtocol`)."""
+
+    writing_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def continue_body(self) -> None: ...
+
+    def pause_body(self) -> None: ...
+
+    def resume_body(self) -> None: ...
+
+    def exchange_done(self, exchange: Exchange) -> None: ...
 
 
 class BodyTooLarge(Exception):
@@ -39,7 +52,7 @@ class BodyBroken(Exception):
 class RequestBody:
     """The request body as it arrives, for exactly one consumer."""
 
-    def __init__(self, protocol: FrontProtocol, *, length: int | None, chunked: bool) -> None:
+    def __init__(self, protocol: Connection, *, length: int | None, chunked: bool) -> None:
         self._protocol = protocol
         self.length = length
         self.chunked = chunked
@@ -156,7 +169,7 @@ class Exchange:
 
     def __init__(
         self,
-        protocol: FrontProtocol,
+        protocol: Connection,
         *,
         method: bytes,
         target: bytes,
