@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,20 @@ def _cap_reached(limit: int) -> InstanceCapReached:
         "POWERMEM_GATEWAY_MAX_INSTANCES.",
         details={"limit": limit, "scope": "total"},
     )
+
+
+def _after_the_last(db: Any, row: Row) -> Row:
+    """`row` with a creation stamp later than every stored one (writers are serialised here).
+
+    Pages are ordered by (created_at, instance_id): strictly increasing stamps mean a row
+    created while someone pages always comes after their cursor, never before it.
+    """
+    (last,) = db.execute("SELECT max(created_at) FROM instances").fetchone()
+    if last is None or row.created_at > last:
+        return row
+    later = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    stamp = later.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return replace(row, created_at=stamp, updated_at=stamp)
 
 
 def _filters(
@@ -124,7 +140,7 @@ class SqliteStore:
                     "SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)
                 ).fetchone():
                     continue
-                row = build(instance_id, self._master_key_id(db))
+                row = _after_the_last(db, build(instance_id, self._master_key_id(db)))
                 announce.changed([row.instance_id], [digest])
                 db.execute(
                     f"INSERT INTO instances({_COLUMNS}) VALUES ({','.join('?' * 12)})",
