@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,9 @@ class Registry(RegistryAdmin):
             registrations_per_hour=settings.new_instances_per_client_per_hour,
         )
         data_dir = ensure_private_dir(settings.data_dir)
-        store = SqliteStore(data_dir)
-        try:
+        with ExitStack() as undo:  # a refused start leaves no database or file open
+            store = SqliteStore(data_dir)
+            undo.callback(store.close)
             self.keys = KeyStore(
                 data_dir,
                 settings.secret,
@@ -73,19 +75,19 @@ class Registry(RegistryAdmin):
                 key_prefixes=store.key_prefixes,
             )
             changes = ChangeLog(data_dir)
-        except BaseException:
-            store.close()  # a refused start keeps no database open
-            raise
+            undo.callback(changes.close)
+            self._id_key = store.id_key()
+            upgrade_ciphertexts(store, self.keys, changes)
+            self.audit = AuditLog(data_dir)
+            undo.callback(self.audit.close)
+            self._file = InstancesFile(
+                settings.instances_file,
+                seal=lambda key, sealed_for: self.keys.current.encrypt(key, sealed_for),
+                digest=self.digest,
+            )
+            self._file.reload()
+            undo.pop_all()
         self._data = CachedStore(store, changes)
-        self._id_key = store.id_key()
-        upgrade_ciphertexts(store, self.keys, changes)
-        self.audit = AuditLog(data_dir)
-        self._file = InstancesFile(
-            settings.instances_file,
-            seal=lambda key, sealed_for: self.keys.current.encrypt(key, sealed_for),
-            digest=self.digest,
-        )
-        self._file.reload()
         self._rows = RowMaker(self.keys, self.digest)
         self._usage = UsageBook()
         # One creation per configuration in flight; bounded by the requests in flight.
