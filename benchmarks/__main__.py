@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks import implicit, proxy, relay, scale
+from benchmarks import implicit, lookup, proxy, relay, scale
 from benchmarks.context import Context
 from benchmarks.nginx import start_upstream
 from benchmarks.procs import free_port, require_tools
@@ -27,6 +27,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "registration": implicit.run,
     "relay": relay.run,
     "scale": scale.run,
+    "lookup": lookup.run,
 }
 RESULTS = Path(__file__).with_name("results")
 

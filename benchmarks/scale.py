@@ -33,7 +33,7 @@ def run(ctx: Context, sizes: tuple[int, ...] = SIZES) -> None:
             time.sleep(1.0)
             ctx.memory_mb[f"gateway idle, {count} instances"] = round(rss_mb(gateway.pid), 1)
             # Uniformly random instances: with many of them most lookups are first sightings
-            # (SQLite, then diskcache), with few they are all diskcache hits.
+            # (SQLite, then the in-process cache), with few they are all cache hits.
             loads = {
                 "lookup by X-PowerMem-Instance": replace(SMALL_GET, mode="ids", ids_file=ids_file),
                 "lookup by LLM headers": replace(

@@ -15,9 +15,11 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+from gateway.instances.crypto import SealedFor
 from gateway.instances.model import InstanceConfig, candidate_id, mask_key
 from gateway.instances.registry import Registry
-from gateway.instances.store import DB_FILE, Row, Store, now_iso
+from gateway.instances.sqlite_store import DB_FILE, SqliteStore
+from gateway.instances.store import Row, now_iso
 from gateway.settings import Settings
 
 __all__ = ["KEY_FORMAT", "MODEL", "seed"]
@@ -43,7 +45,7 @@ def _settings(data_dir: Path, instances_file: Path) -> Settings:
 
 async def _fast(settings: Settings, count: int) -> list[str]:
     registry = await Registry.open(settings)
-    store = Store(settings.data_dir)
+    store = SqliteStore(settings.data_dir)
     try:
         meta_key_id = store.master_key_id()
         stamp = now_iso()
@@ -53,7 +55,9 @@ async def _fast(settings: Settings, count: int) -> list[str]:
             digest = registry.digest(config)
             instance_id = candidate_id(digest, 0)
             ciphertext = registry.keys.encrypt(
-                config.api_key, instance_id=instance_id, meta_key_id=meta_key_id
+                config.api_key,
+                SealedFor(instance_id, config.provider, config.base_url),
+                meta_key_id=meta_key_id,
             )
             rows.append(
                 Row(

@@ -186,6 +186,8 @@ def instances_list(as_json: bool, **values: Any) -> None:
     """List every instance."""
 
     async def action(registry: Any) -> list[dict[str, Any]]:
+        for problem in registry.file_problems:  # bad entries are skipped, never hidden
+            click.echo(f"warning: instances.yaml: {problem}", err=True)
         return [r.public() for r in await registry.list()]
 
     rows = _run(_with_registry(_settings(**values), action))

@@ -15,9 +15,11 @@ __all__ = [
     "BaseUrlRefused",
     "ConfigConflict",
     "GatewayError",
+    "InstanceCapReached",
     "InvalidBody",
     "InvalidConfig",
     "InvalidHeader",
+    "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
     "ProviderError",
@@ -25,6 +27,8 @@ __all__ = [
     "ReadOnlyInstance",
     "RelayAuthRequired",
     "StorageError",
+    "StoredKeyRejected",
+    "StoredKeyUnavailable",
     "UnknownInstance",
     "UpstreamStarting",
     "UpstreamTimeout",
@@ -137,11 +141,35 @@ class RateLimited(GatewayError):
     code = "RATE_LIMITED"
 
 
+class InstanceCapReached(RateLimited):
+    """No new instance now: the per-address or the total cap on new instances is reached."""
+
+
 class StorageError(GatewayError):
     """The registry could not be written (disk full, read-only data dir, …)."""
 
     status = 503
     code = "STORAGE_UNAVAILABLE"
+
+
+class MasterKeyMissing(StorageError):
+    """Stored keys exist but the master key that encrypted them is gone (start refused)."""
+
+    code = "MASTER_KEY_MISSING"
+
+
+class StoredKeyRejected(GatewayError):
+    """An instance's stored key fails its integrity check (its row was changed outside us)."""
+
+    status = 409
+    code = "INSTANCE_KEY_REJECTED"
+
+
+class StoredKeyUnavailable(GatewayError):
+    """An instance has no usable stored key (dropped by `secret reset`, or an old format)."""
+
+    status = 409
+    code = "INSTANCE_KEY_UNAVAILABLE"
 
 
 class UpstreamUnavailable(GatewayError):

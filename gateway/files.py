@@ -3,17 +3,67 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["ensure_private_dir", "write_private_file", "write_private_file_once"]
+from gateway.errors import StorageError
+
+__all__ = [
+    "NotOurs",
+    "ensure_private_dir",
+    "ensure_private_file",
+    "write_private_file",
+    "write_private_file_once",
+]
+
+log = logging.getLogger("gateway.files")
+
+
+class NotOurs(StorageError):
+    """A data-dir file or folder belongs to another user, or is a symlink: we will not use it."""
+
+
+def _check_owner(path: Path, st: os.stat_result, what: str) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise NotOurs(
+            f"{path} is a symbolic link; the gateway keeps its {what} "
+            "only in real files. Replace the link with the file it points to."
+        )
+    if st.st_uid != os.geteuid():
+        raise NotOurs(
+            f"{path} belongs to user id {st.st_uid}, not to the gateway's user "
+            f"({os.geteuid()}); it holds the gateway's {what}, so it will not be trusted. "
+            "Run the gateway as that user, or chown the file to the gateway's user."
+        )
 
 
 def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_owner(path, path.lstat(), "data")
     os.chmod(path, 0o700)
     return path
+
+
+def ensure_private_file(path: Path, what: str = "secrets") -> bool:
+    """Make an existing data-dir file 0600 (True if its mode was loose); refuse one not ours.
+
+    A key or registry file left group- or world-readable (restored from a backup, copied with
+    a loose umask) is fixed at start, with one warning; a file owned by someone else, or a
+    symlink, is refused with `NotOurs`, since whoever owns it can change what it says.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    _check_owner(path, st, what)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("%s was readable by other users; its mode is now 0600", path.name)
+        return True
+    return False
 
 
 def _private_temp(path: Path, text: str) -> str:

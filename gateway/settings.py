@@ -64,11 +64,17 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     # Browser origins allowed to make cross-origin requests (default: none).
     allowed_origins: tuple[str, ...] = ()
-    # Whether instances need their secret to be bound by id; None: when listening beyond
-    # loopback (a shared gateway).
-    shared: bool | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    # Whether instances need a secret besides their id; None means "shared exactly when we
+    # listen beyond loopback" (see `is_shared`).
+    shared: bool | None = None
+    # Caps on new instances (explicit or implicit); 0 means no cap. Admin-token callers are
+    # never capped.
+    max_instances: int = 10_000
+    new_instances_per_client_per_hour: int = 100
+    # Seconds an implicit instance may stay unused before it expires; None keeps them forever.
+    implicit_instance_ttl: float | None = 30 * 24 * 3600.0
 
     @property
     def relay_url(self) -> str:
@@ -85,7 +91,8 @@ class Settings:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
-    def shared_mode(self) -> bool:
+    def is_shared(self) -> bool:
+        """Whether an instance id alone is not enough to bind a request (issue 9.5)."""
         return self.shared if self.shared is not None else not self.listens_on_loopback
 
     @property
@@ -120,5 +127,12 @@ class Settings:
             values["allowed_base_url_hosts"] = tuple(h.strip() for h in v.split(",") if h.strip())
         if v := env.get("POWERMEM_GATEWAY_ALLOW_PRIVATE_BASE_URLS"):
             values["allow_private_base_urls"] = v.strip().lower() in ("1", "true", "yes", "on")
+        if v := env.get("POWERMEM_GATEWAY_SHARED"):
+            values["shared"] = v.strip().lower() in ("1", "true", "yes", "on")
+        for name in ("max_instances", "new_instances_per_client_per_hour"):
+            if v := env.get(f"POWERMEM_GATEWAY_{name.upper()}"):
+                values[name] = int(v)
+        if v := env.get("POWERMEM_GATEWAY_IMPLICIT_INSTANCE_TTL"):
+            values["implicit_instance_ttl"] = None if v.strip() in ("0", "") else float(v)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
-from gateway.instances.store import DB_FILE
+from gateway.instances.sqlite_store import DB_FILE
 from gateway.settings import Settings
 from tests.conftest import SpawnGateway
 

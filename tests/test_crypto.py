@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.instances.crypto import KeyRing, MasterKey, SecretError, load_master_key
+from gateway.errors import StorageError
+from gateway.instances.crypto import KeyRing, MasterKey, SealedFor, SecretError
+from gateway.instances.keystore import KeyStore
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
-from gateway.instances.store import DB_FILE
+from gateway.instances.sqlite_store import DB_FILE
 from gateway.settings import Settings
+from tests.keyformats import v1_ciphertext
 
 KEY = "sk-test-crypto-0123456789abcdef"
 INSTANCE = "pmem-0123456789abcdef"
+HERE = SealedFor(INSTANCE, "openai", "")
 
 
 def fresh_key() -> MasterKey:
@@ -28,50 +32,71 @@ def fresh_key() -> MasterKey:
 def test_roundtrip_gives_the_plaintext_back() -> None:
     """What is encrypted for an instance decrypts to the same text for that instance."""
     key = fresh_key()
-    token = key.encrypt(KEY, instance_id=INSTANCE)
+    token = key.encrypt(KEY, HERE)
     assert KEY not in token
-    assert key.decrypt(token, instance_id=INSTANCE) == KEY
+    assert key.decrypt(token, HERE) == KEY
 
 
 def test_each_encryption_uses_a_fresh_nonce() -> None:
     """Encrypting the same key twice gives two different ciphertexts."""
     key = fresh_key()
-    assert key.encrypt(KEY, instance_id=INSTANCE) != key.encrypt(KEY, instance_id=INSTANCE)
+    assert key.encrypt(KEY, HERE) != key.encrypt(KEY, HERE)
 
 
-def test_ciphertext_is_bound_to_its_instance_id() -> None:
-    """A ciphertext copied onto another instance does not decrypt there."""
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        SealedFor("pmem-fedcba9876543210", "openai", ""),
+        SealedFor(INSTANCE, "deepseek", ""),
+        SealedFor(INSTANCE, "openai", "https://attacker.example/v1"),
+        SealedFor(INSTANCE, "openai", " "),
+    ],
+)
+def test_ciphertext_is_bound_to_instance_provider_and_base_url(elsewhere: SealedFor) -> None:
+    """A ciphertext opened for another instance, provider or base URL does not decrypt."""
     key = fresh_key()
-    token = key.encrypt(KEY, instance_id=INSTANCE)
+    token = key.encrypt(KEY, HERE)
     with pytest.raises(SecretError):
-        key.decrypt(token, instance_id="pmem-fedcba9876543210")
+        key.decrypt(token, elsewhere)
+
+
+def test_old_v1_ciphertexts_open_only_through_the_upgrade_path() -> None:
+    """A v1 ciphertext (bound to the id only) is refused by `decrypt`, read by `decrypt_v1`."""
+    material = os.urandom(32)
+    key = MasterKey(material)
+    token = v1_ciphertext(material, KEY, INSTANCE)
+    with pytest.raises(SecretError, match="v1"):
+        key.decrypt(token, HERE)
+    assert key.decrypt_v1(token, INSTANCE) == KEY
+    with pytest.raises(SecretError):
+        key.decrypt_v1(token, "pmem-fedcba9876543210")
 
 
 @pytest.mark.parametrize("position", [0, 5, 20, -1])
 def test_tampered_ciphertext_is_refused(position: int) -> None:
     """Flipping any bit of nonce, ciphertext or tag raises `SecretError`."""
     key = fresh_key()
-    version, key_id, blob = key.encrypt(KEY, instance_id=INSTANCE).split(".")
+    version, key_id, blob = key.encrypt(KEY, HERE).split(".")
     raw = bytearray(base64.urlsafe_b64decode(blob))
     raw[position] ^= 0x01
     tampered = f"{version}.{key_id}.{base64.urlsafe_b64encode(bytes(raw)).decode()}"
     with pytest.raises(SecretError):
-        key.decrypt(tampered, instance_id=INSTANCE)
+        key.decrypt(tampered, HERE)
 
 
-@pytest.mark.parametrize("token", ["", "v1", "v1.abc", "v1.abc.!!!", "v2.x.AAAA", "plain-text"])
+@pytest.mark.parametrize("token", ["", "v2", "v2.abc", "v2.abc.!!!", "v3.x.AAAA", "plain-text"])
 def test_malformed_ciphertext_is_refused(token: str) -> None:
     """Values that are not ciphertexts at all raise `SecretError`, never something else."""
     ring = KeyRing(fresh_key())
     with pytest.raises(SecretError):
-        ring.decrypt(token, instance_id=INSTANCE)
+        ring.decrypt(token, HERE)
 
 
 def test_ciphertext_records_the_key_id() -> None:
     """The second dot-separated part of a ciphertext is the id of the key that made it."""
     key = fresh_key()
-    version, key_id, _ = key.encrypt(KEY, instance_id=INSTANCE).split(".")
-    assert (version, key_id) == ("v1", key.key_id)
+    version, key_id, _ = key.encrypt(KEY, HERE).split(".")
+    assert (version, key_id) == ("v2", key.key_id)
     assert len(key.key_id) == 12
     assert key.key_id != fresh_key().key_id
 
@@ -79,17 +104,17 @@ def test_ciphertext_records_the_key_id() -> None:
 def test_rotation_reads_old_ciphertexts_and_writes_new_ones() -> None:
     """A key ring with the old key loaded decrypts old values and encrypts under the new key."""
     old, new = fresh_key(), fresh_key()
-    token = old.encrypt(KEY, instance_id=INSTANCE)
+    token = old.encrypt(KEY, HERE)
     ring = KeyRing(new, old)
-    assert ring.decrypt(token, instance_id=INSTANCE) == KEY
-    assert ring.encrypt(KEY, instance_id=INSTANCE).split(".")[1] == new.key_id
+    assert ring.decrypt(token, HERE) == KEY
+    assert ring.encrypt(KEY, HERE).split(".")[1] == new.key_id
 
 
 def test_wrong_master_key_is_a_clear_error() -> None:
     """A ciphertext from a key the ring lacks names the way out: the original secret."""
-    token = fresh_key().encrypt(KEY, instance_id=INSTANCE)
+    token = fresh_key().encrypt(KEY, HERE)
     with pytest.raises(SecretError) as caught:
-        KeyRing(fresh_key()).decrypt(token, instance_id=INSTANCE)
+        KeyRing(fresh_key()).decrypt(token, HERE)
     assert "POWERMEM_GATEWAY_SECRET" in str(caught.value)
     assert "master key" in str(caught.value)
 
@@ -110,21 +135,38 @@ def test_master_key_must_be_32_bytes() -> None:
 
 def test_secret_derives_a_stable_key_and_writes_no_file(tmp_path: Path) -> None:
     """With POWERMEM_GATEWAY_SECRET the key comes from it, and no key file appears."""
-    first = load_master_key(tmp_path, "correct horse battery staple")
-    second = load_master_key(tmp_path, "correct horse battery staple")
+    first = KeyStore(tmp_path, "correct horse battery staple").current
+    second = KeyStore(tmp_path, "correct horse battery staple").current
     assert first.key_id == second.key_id
-    assert load_master_key(tmp_path, "another secret").key_id != first.key_id
+    assert KeyStore(tmp_path, "another secret").current.key_id != first.key_id
     assert not (tmp_path / "master.key").exists()
 
 
 def test_without_secret_a_private_key_file_is_made_once(tmp_path: Path) -> None:
     """Without a secret, a 0600 key file is generated on first use and reused after."""
-    first = load_master_key(tmp_path, None)
+    first = KeyStore(tmp_path, None).current
     path = tmp_path / "master.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(base64.urlsafe_b64decode(path.read_text().strip())) == 32
-    assert load_master_key(tmp_path, None).key_id == first.key_id
-    assert load_master_key(tmp_path, "a secret").key_id != first.key_id
+    assert KeyStore(tmp_path, None).current.key_id == first.key_id
+    assert KeyStore(tmp_path, "a secret").current.key_id != first.key_id
+
+
+def test_a_loose_key_file_is_made_private_at_start(tmp_path: Path) -> None:
+    """A master.key left readable by others (a careless restore) is 0600 again after a start."""
+    first = KeyStore(tmp_path, None).current
+    path = tmp_path / "master.key"
+    os.chmod(path, 0o644)
+    assert KeyStore(tmp_path, None).current.key_id == first.key_id
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_key_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    """A master.key symlinked elsewhere (someone else's file) is refused, never followed."""
+    (tmp_path / "elsewhere.key").write_text(MasterKey.generate().file_text())
+    (tmp_path / "master.key").symlink_to(tmp_path / "elsewhere.key")
+    with pytest.raises(StorageError, match="symbolic link"):
+        KeyStore(tmp_path, None)
 
 
 def test_secret_is_read_from_the_environment() -> None:
@@ -153,7 +195,7 @@ async def test_registry_stores_only_ciphertext_naming_its_key(
         ).fetchone()
     db.close()
     assert KEY not in stored
-    assert stored.split(".")[:2] == ["v1", key_id]
+    assert stored.split(".")[:2] == ["v2", key_id]
 
 
 async def test_registry_opened_with_another_secret_cannot_read_keys(
@@ -170,8 +212,9 @@ async def test_registry_opened_with_another_secret_cannot_read_keys(
     try:
         again, created = await registry.resolve(config)
         assert (again.instance_id, created) == (record.instance_id, False)
-        with pytest.raises(SecretError, match="POWERMEM_GATEWAY_SECRET"):
+        with pytest.raises(StorageError, match="POWERMEM_GATEWAY_SECRET") as caught:
             registry.api_key(again)
+        assert caught.value.status == 503
     finally:
         await registry.close()
     registry = await Registry.open(make_settings(secret="one secret"))

@@ -282,7 +282,7 @@ async def test_upstream_that_dies_mid_request_gives_502_or_a_cut_body(
 
 def registry_db(client: Client) -> Any:
     """The registry's own SQLite connection, to drive it into the states a real disk reaches."""
-    return client.server.app[REGISTRY]._store._db
+    return client.server.app[REGISTRY].store.store.database.db
 
 
 @pytest.mark.parametrize("fault", ["disk full", "read-only"])

@@ -17,7 +17,11 @@ from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
-from gateway.instances.yamlfile import InstancesFileError, load_instances_file
+from gateway.instances.yamlfile import (
+    InstancesFileError,
+    load_instances_file,
+    read_instances_file,
+)
 from gateway.settings import Settings
 from tests.binding import instance_of
 from tests.frontserver import GatewayTestServer
@@ -188,27 +192,108 @@ async def test_removed_file_removes_its_instances(instances_file: Path, registry
     assert await registry.list() == []
 
 
-async def test_bad_edit_keeps_the_previous_good_file(
+async def test_bad_edit_keeps_the_previous_version_of_that_entry(
     instances_file: Path, registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A broken edit is logged and ignored; the instances of the last good file stay."""
+    """An entry broken by an edit keeps its last good version; the rest follows the file."""
     write(instances_file, "instances:\n  pmem-claude:\n    provider: skynet\n")
-    assert registry.reload_instances_file() is False
-    assert {r.instance_id for r in await registry.list()} == {"pmem-claude", "pmem-cursor"}
+    assert registry.reload_instances_file() is True  # pmem-cursor left the file
+    assert {r.instance_id for r in await registry.list()} == {"pmem-claude"}
+    assert (await registry.get("pmem-claude")).provider == "anthropic"
     assert "previous one kept" in caplog.text
+    (problem,) = registry.file_problems
+    assert "pmem-claude" in problem and "model is required" in problem
     write(instances_file, GOOD.format(key=FILE_KEY).replace("gpt-4o", "gpt-4.1"))
     assert registry.reload_instances_file() is True
     assert (await registry.get("pmem-cursor")).model == "gpt-4.1"
+    assert registry.file_problems == []
 
 
-async def test_bad_file_at_open_is_a_clear_error(make_settings: Callable[..., Settings]) -> None:
-    """Opening a registry over a bad file fails with a message naming the problem."""
+async def test_a_bad_entry_at_start_is_skipped_and_the_others_serve(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry whose api_key_env is unset is reported and skipped; valid entries are served."""
     settings = make_settings()
-    write(settings.instances_file, "instances:\n  pmem-x:\n    provider: skynet\n    model: m\n")
-    with pytest.raises(InstancesFileError, match=r"pmem-x.*unknown provider"):
-        await Registry.open(settings)
-    if Path("/proc/self/fd").is_dir():  # the failed open keeps no database file open
+    write(
+        settings.instances_file,
+        GOOD.format(key=FILE_KEY)
+        + "  pmem-broken:\n    provider: openai\n    model: m\n    api_key_env: UNSET_KEY_VAR\n",
+    )
+    registry = await Registry.open(settings)  # TEST_ANTHROPIC_KEY is unset here too
+    try:
+        listed = {r.instance_id for r in await registry.list()}
+        assert listed == {"pmem-cursor"}
+        assert registry.api_key(await registry.get("pmem-cursor")) == FILE_KEY
+        problems = registry.file_problems
+        assert len(problems) == 2
+        assert any("UNSET_KEY_VAR" in p and "pmem-broken" in p for p in problems)
+        assert any("TEST_ANTHROPIC_KEY" in p and "pmem-claude" in p for p in problems)
+        assert all("skipped" in p for p in problems)
+        assert "UNSET_KEY_VAR" in caplog.text
+    finally:
+        await registry.close()
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    ["sk-proj-abcdefghijklmnop0123456789", "0123456789abcdef0123456789abcdef", "AIzaSyA0123456789"],
+)
+async def test_a_key_given_as_api_key_env_is_never_printed(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture, mistake: str
+) -> None:
+    """A key pasted where a variable name belongs shows up in no message, log or problem."""
+    settings = make_settings()
+    write(
+        settings.instances_file,
+        f"instances:\n  pmem-x:\n    provider: openai\n    model: m\n    api_key_env: {mistake}\n",
+    )
+    registry = await Registry.open(settings)
+    try:
+        assert await registry.list() == []
+        (problem,) = registry.file_problems
+        assert "api_key_env" in problem
+        assert mistake not in problem
+    finally:
+        await registry.close()
+    assert mistake not in caplog.text
+    with pytest.raises(InstancesFileError) as caught:
+        load_instances_file(settings.instances_file, {})
+    assert mistake not in caught.value.message
+
+
+async def test_an_unreadable_file_at_start_is_reported_and_nothing_stops(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A file that is not YAML at all: the registry opens, serves SQLite, and says why."""
+    settings = make_settings()
+    write(settings.instances_file, "instances:\n  pmem-x: {provider: openai\n")
+    registry = await Registry.open(settings)
+    try:
+        record, created = await registry.resolve(
+            InstanceConfig.parse(provider="openai", model="gpt-4o", api_key=FILE_KEY)
+        )
+        assert created and (await registry.get(record.instance_id)).model == "gpt-4o"
+        (problem,) = registry.file_problems
+        assert "not valid YAML" in problem
+    finally:
+        await registry.close()
+    if Path("/proc/self/fd").is_dir():  # closing keeps no database file open
         assert not [f for f in open_files() if f.startswith(str(settings.data_dir))]
+
+
+async def test_strict_types_and_unknown_fields_are_refused_per_entry(tmp_path: Path) -> None:
+    """A number where text belongs, or a misspelt field, is a problem of that entry only."""
+    path = tmp_path / "instances.yaml"
+    path.write_text(
+        "instances:\n"
+        "  pmem-num:\n    provider: openai\n    model: 4\n    api_key: k\n"
+        "  pmem-typo:\n    provider: openai\n    model: m\n    api_kee: k\n"
+        "  pmem-good:\n    provider: ollama\n    model: llama3\n"
+    )
+    good, bad = read_instances_file(path, {})
+    assert set(good) == {"pmem-good"}
+    assert "model" in bad["pmem-num"] and "string" in bad["pmem-num"]
+    assert "unknown field api_kee" in bad["pmem-typo"]
 
 
 async def test_api_refuses_to_change_file_instances(

@@ -11,7 +11,7 @@ import pytest
 from gateway.errors import ConfigConflict, InvalidConfig, UnknownInstance
 from gateway.instances.model import InstanceConfig, candidate_id
 from gateway.instances.registry import Registry
-from gateway.instances.store import DB_FILE
+from gateway.instances.sqlite_store import DB_FILE
 from gateway.settings import Settings
 
 KEY_A = "sk-test-registry-aaaaaaaaaaaa"
@@ -50,16 +50,15 @@ async def test_record_holds_config_masked_key_and_times(registry: Registry) -> N
     assert registry.api_key(record) == KEY_A
 
 
-async def test_ids_survive_reopen_without_the_cache(
+async def test_ids_survive_reopen_without_the_change_file(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """With the diskcache wiped, a reopened registry still finds the same id in SQLite."""
-    import shutil
+    """With the change file gone, a reopened registry still finds the same id in SQLite."""
 
     registry = await Registry.open(make_settings())
     record, _ = await registry.resolve(CONFIG_A)
     await registry.close()
-    shutil.rmtree(make_settings().data_dir / "cache")
+    (make_settings().data_dir / "registry.changes").unlink()
     registry = await Registry.open(make_settings())
     try:
         again, created = await registry.resolve(CONFIG_A)
@@ -209,7 +208,8 @@ async def test_sqlite_schema_keeps_one_row_per_configuration(
         with pytest.raises(sqlite3.IntegrityError):
             db.execute(
                 "INSERT INTO instances SELECT 'pmem-dup', client, provider, model, api_key, "
-                "masked_key, base_url, config_digest, created_at, updated_at FROM instances"
+                "masked_key, base_url, config_digest, created_at, updated_at, source, secret_hash "
+                "FROM instances"
             )
     finally:
         db.close()

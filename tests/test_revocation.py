@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import astuple
 from pathlib import Path
 
 import aiohttp
-import diskcache
 import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.errors import UnknownInstance
-from gateway.instances.cache import RecordCache
+from gateway.instances.cache import MISS, RecordCache
+from gateway.instances.cached_store import to_record
+from gateway.instances.changes import ChangeLog
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
-from gateway.instances.store import Store
+from gateway.instances.sqlite_store import SqliteStore
 from gateway.settings import Settings
-from tests.conftest import SpawnGateway
+from tests.conftest import REPO_ROOT, SpawnGateway
 from tests.fakes.providers import FakeOpenAI
 
 RELAY_TOKEN = "pgr-test-revocation-token-0123456789"
@@ -90,55 +91,110 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
         assert len(provider.calls) == calls
 
 
+class OtherProcess:
+    """Another gateway process's view of the data dir: its own store, change file and cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = SqliteStore(settings.data_dir)
+        self.changes = ChangeLog(settings.data_dir)
+        self.cache = RecordCache(self.changes)
+
+    def close(self) -> None:
+        self.store.close()
+        self.changes.close()
+
+
 async def test_a_slow_reader_never_writes_an_old_row_back(
     registry: Registry, make_settings: Callable[..., Settings]
 ) -> None:
-    """A row read before an update, filled into the cache after it, is refused."""
+    """A row read before an update, filled into a cache after it, is refused."""
     record, _ = await registry.resolve(CONFIG)
-    settings = make_settings()
-    # Another process's miss path, step by step: epoch, then SQLite, then (late) the fill.
-    reader_cache = RecordCache(settings.data_dir / "cache")
-    reader_store = Store(settings.data_dir)
+    other = OtherProcess(make_settings())
     try:
-        epoch = reader_cache.epoch()
-        old_row = reader_store.get(record.instance_id)
+        # The other process's miss path, step by step: lock, counter and row, then (late) fill.
+        with other.changes.shared() as at:
+            old_row = other.store.get(record.instance_id)
         assert old_row is not None
         await registry.update(record.instance_id, {"api_key": KEYS[1]})
-        # Even with the fresh entry gone (expired or evicted), the late fill must not land.
-        raw = diskcache.Cache(str(settings.data_dir / "cache"))
-        raw.delete(("id", record.instance_id))
-        raw.close()
-        stale = astuple(record)
-        landed = reader_cache.fill({("id", record.instance_id): stale}, epoch, expire=300)
+        landed = other.cache.fill(at, {record.instance_id: to_record(old_row)})
+        assert not landed
+        assert other.cache.record(record.instance_id) is MISS
     finally:
-        reader_cache.close()
-        reader_store.close()
-    assert not landed
+        other.close()
     assert registry.api_key(await registry.get(record.instance_id)) == KEYS[1]
 
 
-async def test_a_writer_killed_after_its_commit_leaves_no_stale_entry(
+async def test_an_update_waits_for_a_reader_in_the_middle_of_its_miss(
     registry: Registry, make_settings: Callable[..., Settings]
 ) -> None:
-    """Between a commit and its cache refresh, readers go to SQLite and fill nothing."""
+    """While a miss is being read the update waits, and the row it filled is dropped after."""
     record, _ = await registry.resolve(CONFIG)
-    settings = make_settings()
-    cache = RecordCache(settings.data_dir / "cache")
-    store = Store(settings.data_dir)
+    other = OtherProcess(make_settings())
     try:
-        epoch = cache.epoch()
-        old = store.get(record.instance_id)
-        assert old is not None
-        # A writer that marks, commits, and dies before refreshing the cache:
-        cache.begin([("id", record.instance_id)])
-        store.delete(record.instance_id)
-        landed = cache.fill({("id", record.instance_id): astuple(record)}, epoch, expire=300)
+        with other.changes.shared() as at:
+            old_row = other.store.get(record.instance_id)
+            update = asyncio.create_task(registry.update(record.instance_id, {"api_key": KEYS[2]}))
+            await asyncio.sleep(0.2)
+            assert not update.done()  # blocked on the reader's shared lock
+            assert old_row is not None
+            assert other.cache.fill(at, {record.instance_id: to_record(old_row)})
+        await update
+        assert other.cache.record(record.instance_id) is MISS
     finally:
-        cache.close()
-        store.close()
-    assert not landed
-    with pytest.raises(UnknownInstance):
-        await registry.get(record.instance_id)
+        other.close()
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from gateway.instances.changes import ChangeLog
+from gateway.instances.sqlite_store import SqliteStore
+
+data_dir, instance_id, when = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+store, changes = SqliteStore(data_dir), ChangeLog(data_dir)
+
+class Announce:
+    def changed(self, ids, digests):
+        changes.changed(ids, digests)
+        if when == "before-commit":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def changed_all(self):
+        changes.changed_all()
+
+with changes.exclusive():
+    store.delete(instance_id, announce=Announce())
+    if when == "after-commit":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("when", ["before-commit", "after-commit"])
+async def test_a_writer_killed_mid_change_leaves_no_stale_entry(
+    registry: Registry, make_settings: Callable[..., Settings], when: str
+) -> None:
+    """A process `kill -9`ed inside its delete: others serve exactly what was committed."""
+    record, _ = await registry.resolve(CONFIG)
+    assert (await registry.get(record.instance_id)).instance_id == record.instance_id  # cached
+    settings = make_settings()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        KILLED_WRITER,
+        str(settings.data_dir),
+        record.instance_id,
+        when,
+        cwd=REPO_ROOT,
+    )
+    assert await proc.wait() == -9
+    if when == "after-commit":
+        with pytest.raises(UnknownInstance):
+            await registry.get(record.instance_id)
+    else:
+        assert registry.api_key(await registry.get(record.instance_id)) == KEYS[0]
+    # The dead writer's lock went with it: this process can still write.
+    other = InstanceConfig.parse(provider="openai", model="gpt-4o", api_key=KEYS[3])
+    assert (await asyncio.wait_for(registry.resolve(other), 10))[1] is True
 
 
 async def test_concurrent_readers_see_each_update_as_soon_as_it_returns(

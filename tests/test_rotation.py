@@ -19,7 +19,7 @@ from gateway.instances.crypto import MASTER_KEY_FILE, key_id_of
 from gateway.instances.keystore import NEXT_KEY_FILE
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
-from gateway.instances.store import DB_FILE, Store
+from gateway.instances.sqlite_store import DB_FILE, SqliteStore
 from gateway.settings import Settings
 from tests.conftest import REPO_ROOT
 
@@ -242,9 +242,9 @@ async def test_keys_of_the_new_master_key_never_appear_in_the_store(
     settings = make_settings()
     await register(settings, 3)
     await rotate_cli(settings)
-    store = Store(settings.data_dir)
+    store = SqliteStore(settings.data_dir)
     try:
-        texts = [t for _, t in store.ciphertexts()]
+        texts = [c.api_key for c in store.ciphertexts()]
     finally:
         store.close()
     assert not any(key_of(n) in t for n in range(3) for t in texts)

@@ -340,7 +340,8 @@ async def test_update_to_a_refused_base_url_leaves_the_instance_as_it_was(
     created = await (await public_gateway.post("/api/v1/instances", json=body)).json()
     instance_id = created["data"]["instance_id"]
     response = await public_gateway.put(
-        f"/api/v1/instances/{instance_id}", json={"base_url": "http://192.168.1.10/v1"}
+        f"/api/v1/instances/{instance_id}",
+        json={"base_url": "http://192.168.1.10/v1", "api_key": INSTANCE_KEY},
     )
     assert response.status == 403
     shown = await (await public_gateway.get(f"/api/v1/instances/{instance_id}")).json()

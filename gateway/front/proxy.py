@@ -76,7 +76,6 @@ class PowermemProxy:
         self.pools = app[UPSTREAM_POOLS]
         self.metrics = app[METRICS]
         self.limiter = app.get(RATE_LIMITER)
-        self.shared = self.settings.shared_mode
         self._streams: dict[str, int] = {}
 
     async def handle(self, ex: Exchange, route: Route) -> None:
@@ -88,7 +87,6 @@ class PowermemProxy:
                 powermem_headers(ex.headers),
                 self.registry,
                 scope=route.scope,
-                shared=self.shared,
                 source=ex.peer,
             )
             status = await self._forward(ex, route, binding)

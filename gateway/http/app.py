@@ -59,12 +59,11 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _housekeeping(registry: Registry) -> None:
-    """Pick up instances.yaml edits and write usage counters, about once a second."""
+    """instances.yaml edits, usage counters, expired instances: about once a second."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         try:
-            registry.reload_instances_file()
-            await registry.flush_usage()
+            await registry.housekeeping()
         except Exception:
             log.exception("registry housekeeping failed; will retry")
 

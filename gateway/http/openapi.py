@@ -115,7 +115,28 @@ _SCHEMAS: JSON = {
             "relay_errors": {"type": "integer"},
             "prompt_tokens": {"type": "integer"},
             "completion_tokens": {"type": "integer"},
+            "llm_errors": {"type": "integer"},
             "last_used_at": {"type": ["string", "null"]},
+            "last_llm_error": {
+                "type": ["object", "null"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "reason": {"type": "string"},
+                    "at": {"type": "string"},
+                },
+            },
+            "last_24h": {
+                "type": "array",
+                "maxItems": 24,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "hour": {"type": "string"},
+                        "llm_calls": {"type": "integer"},
+                        "llm_errors": {"type": "integer"},
+                    },
+                },
+            },
         },
     },
     "Instance": {
@@ -143,8 +164,9 @@ _SCHEMAS: JSON = {
                 "maxLength": 9,
             },
             "base_url": {"type": "string"},
-            "source": {"type": "string", "enum": ["api", "yaml"]},
+            "source": {"type": "string", "enum": ["api", "implicit", "yaml"]},
             "read_only": {"type": "boolean"},
+            "has_secret": {"type": "boolean"},
             "created_at": {"type": "string"},
             "updated_at": {"type": "string"},
             "usage": _ref("Usage"),

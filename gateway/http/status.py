@@ -73,7 +73,9 @@ async def status(request: web.Request) -> web.Response:
                 "last_call_at": stats.last_call_at,
                 "last_instance_call_at": stats.last_instance_call_at,
             },
-            "instances": len(await request.app[REGISTRY].list()),
+            # Counted by SQL, not by loading every row (issue 12.2).
+            "instances": await request.app[REGISTRY].total(),
+            "instances_file_problems": request.app[REGISTRY].file_problems,
         }
     )
 

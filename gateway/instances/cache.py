@@ -1,101 +1,107 @@
-"""The lookup cache every gateway process on a data dir shares, kept honest without locks.
+"""This process's cache of records by id and ids by config digest, kept honest by `ChangeLog`.
 
-Keys are `("id", instance_id)` → record tuple or `GONE`, and `("cfg", digest)` → instance id or
-`GONE`. Two kinds of callers write here:
+A hit is one counter read (see gateway.instances.changes) and one dict lookup. Entries may
+say "absent" too, so a flood of unknown ids or unregistered configurations does not turn into
+a flood of database reads. Only the event loop thread touches the dicts; fills come back from
+the registry's worker thread with the counter they were read at, and land only if the counter
+has not moved since.
 
-- *readers* fill a miss with what they read from SQLite (`fill`). They read the change epoch
-  before their SQLite read, and their fill lands only if no change was committed since
-  (`fill` compares it in one cache transaction) and the key is not `PENDING`. So a reader that
-  holds a row from before a change, however slow it is, can never write it back.
-- *writers* (create, update, delete, rotation) mark the keys they are about to change
-  `PENDING` before their SQLite commit (`begin`), and after it bump the epoch and store the
-  new values (`commit`). While a key is `PENDING` every reader reads SQLite and fills nothing,
-  so a writer killed between its commit and `commit` leaves no stale entry behind: the marker
-  expires and the next reader fills from the committed row.
+Bounded: at most `CAPACITY` records and `CAPACITY` digests; the oldest entries go first.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Final
 
-import diskcache
+from gateway.instances.changes import ChangeLog
+from gateway.instances.model import InstanceRecord
 
-from gateway.files import ensure_private_dir
+__all__ = ["ABSENT", "CAPACITY", "MISS", "RecordCache"]
 
-__all__ = ["GONE", "PENDING", "RecordCache"]
-
-GONE = "gone"
-PENDING = "pending"
-PENDING_TTL = 30.0
-_EPOCH = "epoch"
-
-Key = tuple[str, str]
+CAPACITY = 20_000  # per table; about 17 MiB of records at most (twice the default cap)
 
 
-def _k(key: Key) -> str:
-    # Plain string keys: diskcache stores them as they are, where a tuple key is pickled on
-    # every lookup (measurable on the request path).
-    return f"{key[0]}:{key[1]}"
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+MISS: Final = _Marker("MISS")  # not cached: ask the store
+ABSENT: Final = _Marker("ABSENT")  # cached as "no such instance / configuration"
+
+Cached = InstanceRecord | _Marker
 
 
 class RecordCache:
-    def __init__(self, directory: Path) -> None:
-        ensure_private_dir(directory)
-        os.close(os.open(directory / "cache.db", os.O_CREAT | os.O_RDWR, 0o600))
-        self._cache = diskcache.Cache(str(directory), statistics=False)
-        # diskcache keeps one SQLite connection per thread and `close()` closes the calling
-        # thread's only; the one opened here (often in a short-lived executor thread) goes now
-        # and the next caller reopens its own lazily.
-        self._cache.close()
+    def __init__(self, changes: ChangeLog, capacity: int = CAPACITY) -> None:
+        self._changes = changes
+        self._capacity = capacity
+        self._records: dict[str, InstanceRecord | _Marker] = {}
+        self._digests: dict[str, str | _Marker] = {}
+        self._seen = changes.read()
 
-    def close(self) -> None:
-        """Close the calling thread's connection (call it from every thread that used us)."""
-        self._cache.close()
+    def __len__(self) -> int:
+        return len(self._records) + len(self._digests)
 
-    def get(self, key: Key) -> Any:
-        """The cached value, or None on a miss (a `PENDING` key is a miss that fills nothing)."""
-        value = self._cache.get(_k(key))
-        return None if value == PENDING else value
+    def sync(self) -> int | None:
+        """Drop what changed since the last look; the counter now (None: do not cache)."""
+        now = self._changes.read()
+        if now != self._seen:
+            keys = None
+            if now is not None and self._seen is not None:
+                keys = self._changes.since(self._seen, now)
+            if keys is None:
+                self._records.clear()
+                self._digests.clear()
+            else:
+                for key in keys:
+                    if key[:2] == "i:":
+                        self._records.pop(key[2:], None)
+                    else:
+                        self._digests.pop(key[2:], None)
+            self._seen = now
+        return now
 
-    def epoch(self) -> int:
-        """Read before a SQLite read whose result will be handed to `fill`."""
-        value: int = self._cache.get(_EPOCH, 0)
-        return value
+    def record(self, instance_id: str) -> Cached:
+        """The cached record, `ABSENT`, or `MISS`."""
+        if self.sync() is None:
+            return MISS
+        return self._records.get(instance_id, MISS)
 
-    def fill(self, entries: Mapping[Key, Any], epoch: int, *, expire: float) -> bool:
-        """Store what a reader read, unless a change was committed since `epoch`.
+    def by_digest(self, digest: str) -> Cached:
+        """The record cached for a configuration digest, `ABSENT`, or `MISS` (one sync)."""
+        if self.sync() is None:
+            return MISS
+        found = self._digests.get(digest, MISS)
+        if not isinstance(found, str):
+            return found
+        record = self._records.get(found, MISS)
+        if isinstance(record, InstanceRecord) and record.config_digest == digest:
+            return record
+        return MISS
 
-        Keys marked `PENDING` are left alone; True when every entry was stored.
-        """
-        stored = 0
-        with self._cache.transact(retry=True):
-            if self._cache.get(_EPOCH, 0) != epoch:
-                return False
+    def fill(
+        self,
+        at: int | None,
+        records: dict[str, InstanceRecord | _Marker] | None = None,
+        digests: dict[str, str | _Marker] | None = None,
+    ) -> bool:
+        """Store what was read at counter `at`, unless anything changed since; True if stored."""
+        if at is None or self.sync() != at:
+            return False
+        for table, entries in ((self._records, records), (self._digests, digests)):
+            if not entries:
+                continue
             for key, value in entries.items():
-                if self._cache.get(_k(key)) != PENDING:
-                    self._cache.set(_k(key), value, expire=expire)
-                    stored += 1
-        return stored == len(entries)
+                table.pop(key, None)
+                table[key] = value  # type: ignore[assignment]
+            while len(table) > self._capacity:
+                del table[next(iter(table))]
+        return True
 
-    def begin(self, keys: Iterable[Key]) -> None:
-        """Before a commit: these keys are about to change."""
-        with self._cache.transact(retry=True):
-            for key in keys:
-                self._cache.set(_k(key), PENDING, expire=PENDING_TTL)
-
-    def abort(self, keys: Iterable[Key]) -> None:
-        """The change was not committed: drop its markers (readers refill from SQLite)."""
-        with self._cache.transact(retry=True):
-            for key in keys:
-                if self._cache.get(_k(key)) == PENDING:
-                    self._cache.delete(_k(key))
-
-    def commit(self, entries: Mapping[Key, tuple[Any, float]]) -> None:
-        """After a commit: no earlier read may land any more, and these are the new values."""
-        with self._cache.transact(retry=True):
-            self._cache.incr(_EPOCH)
-            for key, (value, expire) in entries.items():
-                self._cache.set(_k(key), value, expire=expire)
+    def clear(self) -> None:
+        self._records.clear()
+        self._digests.clear()

@@ -158,7 +158,7 @@ class InstanceConfig:
 
 def config_digest(id_key: bytes, config: InstanceConfig) -> str:
     """Keyed fingerprint of a configuration: reveals nothing about the key without `id_key`."""
-    return hmac.new(id_key, config.canonical(), hashlib.sha256).hexdigest()
+    return hmac.digest(id_key, config.canonical(), "sha256").hex()
 
 
 def candidate_id(digest: str, attempt: int = 0) -> str:
@@ -184,9 +184,13 @@ def mask_key(key: str) -> str:
     return f"{key[:4]}…{key[-4:]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstanceRecord:
-    """A stored instance. The key stays encrypted here; `Registry.api_key()` opens it."""
+    """A stored instance. The key stays encrypted here; `Registry.api_key()` opens it.
+
+    `source` says where it came from: `api` (registered), `implicit` (created by a proxied
+    request's LLM headers; expires when unused) or `yaml` (instances.yaml, read-only).
+    """
 
     instance_id: str
     client: str
@@ -198,7 +202,9 @@ class InstanceRecord:
     config_digest: str
     created_at: str
     updated_at: str
-    source: Literal["api", "yaml"] = "api"
+    source: Literal["api", "implicit", "yaml"] = "api"
+    # SHA-256 of the instance secret (issue 9.5); '' when it has none.
+    secret_hash: str = field(default="", repr=False)
 
     def public(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -210,6 +216,7 @@ class InstanceRecord:
             "base_url": self.base_url,
             "source": self.source,
             "read_only": self.source == "yaml",
+            "has_secret": bool(self.secret_hash),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }

@@ -7,11 +7,11 @@ where it stopped:
    `master-<id>.key`, so every key stays readable by every process, started when it may;
 2. name the new key current in the database (`meta.master_key_id`): writers read it inside
    their transaction, so no row is written under the old key after this commit;
-3. re-encrypt every row still under another key, a batch per transaction, each row only if
-   it still holds the ciphertext that was read (compare-and-set), refreshing the shared cache
-   after each batch, and every cached record once more at the end (a killed run may have
-   committed a batch without refreshing it), so no process is served a ciphertext under a
-   key about to be retired;
+3. re-encrypt every row still under another key (or in the older v1 format), a batch per
+   transaction, each row only if it still holds the ciphertext that was read (compare-and-
+   set); each batch is announced to every process before it commits
+   (gateway.instances.changes), so no process keeps serving a ciphertext under a key about
+   to be retired; the associated data (instance id, provider, base URL) stays bound;
 4. rename `master.key.next` over `master.key` (atomic);
 5. delete every `master-<id>.key` that no stored ciphertext names any more.
 
@@ -25,16 +25,22 @@ POWERMEM_GATEWAY_PREVIOUS_SECRET; steps 2, 3 and 5 run the same way (no file is 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.errors import StorageError
 from gateway.files import write_private_file_once
-from gateway.instances.cache import RecordCache
-from gateway.instances.crypto import MASTER_KEY_FILE, MasterKey, SecretError, key_id_of
+from gateway.instances.changes import ChangeLog
+from gateway.instances.crypto import (
+    MASTER_KEY_FILE,
+    OLD_VERSION,
+    VERSION,
+    MasterKey,
+    SealedFor,
+    SecretError,
+    key_id_of,
+)
 from gateway.instances.keystore import NEXT_KEY_FILE, KeyStore, archive_name, read_key_file
-from gateway.instances.store import Row, Store
+from gateway.instances.store import Ciphertext, Store
 
 __all__ = ["BATCH", "RotationReport", "rotate"]
 
@@ -52,12 +58,14 @@ class RotationReport:
 
 def _key_ids_in_use(store: Store) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for instance_id, token in store.ciphertexts():
+    for c in store.ciphertexts():
+        if not c.api_key:
+            continue  # dropped by `secret reset`: nothing to re-encrypt
         try:
-            key_id = key_id_of(token)
+            key_id = key_id_of(c.api_key)
         except SecretError:
             raise StorageError(
-                f"Instance {instance_id} holds a stored key in an unknown format; "
+                f"Instance {c.instance_id} holds a stored key in an unknown format; "
                 "delete that instance and register it again, then rerun the rotation."
             ) from None
         counts[key_id] = counts.get(key_id, 0) + 1
@@ -91,41 +99,40 @@ def _choose_target(keys: KeyStore, report: RotationReport) -> MasterKey:
     return target
 
 
-def _sweep(
-    store: Store,
-    keys: KeyStore,
-    cache: RecordCache,
-    target: MasterKey,
-    cached: Callable[[Row], Any],
-) -> int:
+def _sweep(store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey) -> int:
     done = 0
+    current = f"{VERSION}.{target.key_id}."
     while True:
-        stale = [(i, t) for i, t in store.ciphertexts() if key_id_of(t) != target.key_id]
+        stale = [c for c in store.ciphertexts() if c.api_key and not c.api_key.startswith(current)]
         if not stale:
             return done
         for start in range(0, len(stale), BATCH):
             swaps = [
-                (i, t, _reencrypt(keys, target, i, t)) for i, t in stale[start : start + BATCH]
+                (c.instance_id, c.api_key, reseal(keys, target, c))
+                for c in stale[start : start + BATCH]
             ]
-            rows = store.swap_ciphertexts(swaps)
-            cache.commit({("id", r.instance_id): cached(r) for r in rows})
-            done += len(rows)
+            with changes.exclusive():
+                done += len(store.swap_ciphertexts(swaps, announce=changes))
 
 
-def _reencrypt(keys: KeyStore, target: MasterKey, instance_id: str, token: str) -> str:
+def reseal(keys: KeyStore, target: MasterKey, c: Ciphertext) -> str:
+    """`c`'s key, encrypted under `target` in the current format, bound as its row says."""
+    sealed_for = SealedFor(c.instance_id, c.provider, c.base_url)
     try:
-        plaintext = keys.decrypt(token, instance_id=instance_id)
+        key = keys.key_for(c.api_key)
+        if c.api_key.startswith(OLD_VERSION + "."):
+            plaintext = key.decrypt_v1(c.api_key, c.instance_id)
+        else:
+            plaintext = key.decrypt(c.api_key, sealed_for)
     except SecretError:
         raise StorageError(
-            f"The stored key of instance {instance_id} does not decrypt (damaged or tampered "
+            f"The stored key of instance {c.instance_id} does not decrypt (damaged or tampered "
             "with); delete that instance and register it again, then rerun the rotation."
         ) from None
-    return target.encrypt(plaintext, instance_id=instance_id)
+    return target.encrypt(plaintext, sealed_for)
 
 
-def rotate(
-    store: Store, keys: KeyStore, cache: RecordCache, cached: Callable[[Row], Any]
-) -> RotationReport:
+def rotate(store: Store, keys: KeyStore, changes: ChangeLog) -> RotationReport:
     """Run (or finish) a rotation; blocking, for the registry's worker thread."""
     keys.reload()
     report = RotationReport(key_id="")
@@ -142,10 +149,7 @@ def rotate(
         )
     report.previous_key_ids = sorted(k for k in in_use if k != target.key_id)
     store.set_master_key_id(target.key_id)
-    report.reencrypted = _sweep(store, keys, cache, target, cached)
-    # A run killed between a batch's commit and its cache refresh left old ciphertexts in the
-    # shared cache; before any key is retired, every cached record is the stored one again.
-    cache.commit({("id", row.instance_id): cached(row) for row in store.all()})
+    report.reencrypted = _sweep(store, keys, changes, target)
     next_path = keys.data_dir / NEXT_KEY_FILE
     if not keys.secret_mode and next_path.exists():
         os.replace(next_path, keys.data_dir / MASTER_KEY_FILE)

@@ -1,7 +1,8 @@
 """The audit trail: one JSON line per change to the registry, appended to `<data_dir>/audit.log`.
 
 Logged: create, implicit_create, update (with the names of the fields that changed), delete,
-rotate, and admin_auth_failed. Each line has `ts`, `action`, `instance_id`, `client` and
+rotate, admin_auth_failed, key_rejected, expire, secret_rotate, secret_revoke and
+secret_reset. Each line has `ts`, `action`, `instance_id`, `client` and
 `source` (the caller's address, or `cli`). Never a key: an entry holds names and ids only,
 and its fields are built here from an explicit list, not from request data.
 
@@ -31,6 +32,14 @@ Action = Literal[
     "delete",
     "rotate",
     "admin_auth_failed",
+    # The registry's (issues 9 and 12): a row refused by its integrity check, an idle implicit
+    # instance expired, an instance secret rotated or revoked, stored keys dropped.
+    "key_rejected",
+    "expire",
+    "secret_rotate",
+    "secret_revoke",
+    "secret_reset",
+    # The relay's: a call no request forwarded by the gateway explains (issue 9.4).
     "relay_refused",
 ]
 

@@ -1,38 +1,149 @@
-"""Per-instance request limits (token bucket), kept in this process's memory.
+"""Request and registration limits: token buckets per instance, per client address, per hour.
 
 powermem's own limit keys on the client IP, and behind the gateway every client has ours, so
-the fair place to limit is here, per instance. With several gateway processes the limit
-applies to each of them.
+the fair place to limit is here: per instance, per client address (powermem's own per-client
+setting, applied by the front), and new instances per address (issue 12.1). Buckets live in
+this process's memory: with several gateway processes each applies the limit on its own.
+`Limiter` is the seam for a shared backend (Redis through the `limits` library, issue 13).
+
+IPv6 clients are limited per /64, the block one subscriber usually holds, so cycling through
+addresses of one's own block buys nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
+from typing import Protocol
 
-from gateway.errors import RateLimited
+from gateway.errors import InstanceCapReached, RateLimited
 
-__all__ = ["InstanceRateLimiter"]
+__all__ = ["InstanceRateLimiter", "Limiter", "RateLimits", "TokenBuckets", "client_key"]
+
+MAX_KEYS = 100_000  # per table of buckets; the oldest bucket goes first beyond it
+
+
+class Limiter(Protocol):
+    """`amount` events per `per` seconds per key."""
+
+    amount: int
+
+    def hit(self, key: str) -> float:
+        """Take one event for `key`: 0.0 if allowed, else the seconds until one is."""
+        ...
+
+
+class TokenBuckets:
+    """An in-memory `Limiter`: a full bucket of `amount` tokens refilled over `per` seconds."""
+
+    def __init__(self, amount: int, per: float, *, max_keys: int = MAX_KEYS) -> None:
+        self.amount = amount
+        self._rate = amount / per
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, last refill)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def hit(self, key: str) -> float:
+        now = time.monotonic()
+        found = self._buckets.get(key)
+        if found is None:
+            tokens = float(self.amount)
+            if len(self._buckets) >= self._max_keys:
+                del self._buckets[next(iter(self._buckets))]
+        else:
+            tokens = min(float(self.amount), found[0] + (now - found[1]) * self._rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self._rate
+        self._buckets[key] = (tokens - 1.0, now)
+        return 0.0
+
+
+def client_key(address: str) -> str:
+    """The key a client address is limited under: itself, or its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _retry(wait: float) -> int:
+    return max(1, math.ceil(wait))
+
+
+class RateLimits:
+    """The gateway's limits; a limit of None or 0 is no limit."""
+
+    def __init__(
+        self,
+        *,
+        instance_per_minute: int | None = None,
+        client_per_minute: int | None = None,
+        registrations_per_hour: int | None = None,
+    ) -> None:
+        self.instance = TokenBuckets(instance_per_minute, 60.0) if instance_per_minute else None
+        self.client = TokenBuckets(client_per_minute, 60.0) if client_per_minute else None
+        self.registration = (
+            TokenBuckets(registrations_per_hour, 3600.0) if registrations_per_hour else None
+        )
+
+    def check_instance(self, instance_id: str) -> None:
+        """Count one request for an instance, or raise `RateLimited` (with Retry-After)."""
+        if self.instance is None or not (wait := self.instance.hit(instance_id)):
+            return
+        retry = _retry(wait)
+        raise RateLimited(
+            f"Instance {instance_id} is over its limit of {self.instance.amount} requests "
+            f"per minute; retry in {retry}s.",
+            details={"instance_id": instance_id, "retry_after": retry},
+            headers={"Retry-After": str(retry)},
+        )
+
+    def check_client(self, address: str) -> None:
+        """Count one request from a client address, or raise `RateLimited`."""
+        if self.client is None or not (wait := self.client.hit(client_key(address))):
+            return
+        retry = _retry(wait)
+        raise RateLimited(
+            f"Too many requests from this address (limit {self.client.amount} per minute); "
+            f"retry in {retry}s.",
+            details={"retry_after": retry, "scope": "client"},
+            headers={"Retry-After": str(retry)},
+        )
+
+    def check_registration(self, address: str) -> None:
+        """Count one new instance for a client address, or raise `InstanceCapReached`.
+
+        An empty address (an in-process caller such as the CLI) has no per-address cap; the
+        total cap on instances still holds for it.
+        """
+        if self.registration is None or not address:
+            return
+        if not (wait := self.registration.hit(client_key(address))):
+            return
+        retry = _retry(wait)
+        raise InstanceCapReached(
+            f"This address registered {self.registration.amount} new instances within the "
+            f"hour, the limit; retry in {retry}s, or register with the admin token "
+            "(POWERMEM_GATEWAY_NEW_INSTANCES_PER_CLIENT_PER_HOUR raises the limit).",
+            details={"retry_after": retry, "scope": "client", "limit": self.registration.amount},
+            headers={"Retry-After": str(retry)},
+        )
 
 
 class InstanceRateLimiter:
+    """The per-instance limit alone (kept for callers written before `RateLimits`)."""
+
     def __init__(self, per_minute: int) -> None:
-        self._capacity = float(per_minute)
-        self._rate = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}  # id → (tokens, last refill)
+        self._limits = RateLimits(instance_per_minute=per_minute)
 
     def check(self, instance_id: str) -> None:
-        """Take one request from the instance's bucket, or raise `RateLimited`."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(instance_id, (self._capacity, now))
-        tokens = min(self._capacity, tokens + (now - last) * self._rate)
-        if tokens < 1.0:
-            wait = math.ceil((1.0 - tokens) / self._rate)
-            self._buckets[instance_id] = (tokens, now)
-            raise RateLimited(
-                f"Instance {instance_id} is over its limit of {int(self._capacity)} requests "
-                f"per minute; retry in {wait}s.",
-                details={"instance_id": instance_id, "retry_after": wait},
-                headers={"Retry-After": str(wait)},
-            )
-        self._buckets[instance_id] = (tokens - 1.0, now)
+        self._limits.check_instance(instance_id)

@@ -118,7 +118,6 @@ async def bind(
     registry: Registry,
     *,
     scope: str | None = None,
-    shared: bool = False,
     source: str = "",
 ) -> Binding | None:
     """The instance the request names or describes; None for a plain (fallback) request."""
@@ -141,10 +140,11 @@ async def bind(
     else:
         return None
     record = await registry.get(instance_id)
-    if shared and not registry.verify_secret(record, secret):
+    if not registry.verify_secret(record, secret):
         raise InstanceSecretRequired(
-            "This gateway is shared: bind an instance with its secret, as "
-            "X-PowerMem-Instance-Secret or in the scoped URL (/i/<instance>~<secret>/…).",
+            "Missing or wrong instance secret: this gateway binds an instance id only with "
+            "its secret, sent as X-PowerMem-Instance-Secret or in the scoped URL "
+            "(/i/<instance>~<secret>/…).",
             headers={"WWW-Authenticate": 'Bearer realm="powermem-gateway instance"'},
         )
     return Binding(record, created=False)
