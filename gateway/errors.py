@@ -20,6 +20,7 @@ __all__ = [
     "InvalidHeader",
     "MethodNotAllowed",
     "NotFound",
+    "NotReady",
     "ProviderError",
     "RateLimited",
     "ReadOnlyInstance",
@@ -156,6 +157,13 @@ class UpstreamStarting(GatewayError):
 
     status = 503
     code = "UPSTREAM_STARTING"
+
+
+class NotReady(GatewayError):
+    """powermem answers, but its memory service does not work (yet)."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
 
 
 class UpstreamTimeout(GatewayError):

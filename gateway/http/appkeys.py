@@ -10,6 +10,7 @@ from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
 from gateway.proxy.upstream import Upstream
 from gateway.relay.relay import Relay
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = [
@@ -19,12 +20,15 @@ __all__ = [
     "RATE_LIMITER",
     "REGISTRY",
     "RELAY",
+    "RUNTIME",
     "SETTINGS",
     "UPSTREAM",
     "UPSTREAM_SESSION",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+# Which worker of how many, and the run dir they share (gateway.runtime).
+RUNTIME = web.AppKey("runtime", Runtime)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
