@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -27,6 +29,8 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = ["RUNNER", "SHUTDOWN_TIMEOUT", "main", "serve_app"]
+
+log = logging.getLogger("gateway.worker")
 
 # The one line the front's `GatewayRunner` (a drop-in AppRunner subclass) replaces.
 RUNNER = web.AppRunner
@@ -52,13 +56,24 @@ async def serve_app(
         await runner.cleanup()
 
 
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handler() -> None:
+        log.info("worker got %s; stopping", sig.name)
+        stop.set()
+
+    return handler
+
+
 def _watch_lifeline(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     def readable() -> None:
         try:
             gone = os.read(0, 64) == b""
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             gone = True
         if gone:
+            log.warning("the supervisor is gone (stdin closed); stopping worker")
             loop.remove_reader(0)
             stop.set()
 
@@ -69,7 +84,7 @@ async def _run(settings: Settings, runtime: Runtime, sock: socket.socket) -> Non
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopper(stop, sig))
     _watch_lifeline(loop, stop)
     await serve_app(settings, runtime, sock, stop)
 

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from gateway.errors import UpstreamStarting, UpstreamUnavailable
+from gateway.files import write_private_file_once
 from gateway.proxy import stale
 from gateway.proxy.upstream import UpstreamState, UpstreamStateFile
 from gateway.proxy.upstream_env import is_replaced_setting, own_headers, upstream_environment
@@ -50,6 +51,11 @@ _STABLE_AFTER = 60.0
 # Settings that name files; relative ones are resolved against the gateway's own cwd, where a
 # user running `powermem-server` by hand would have had them.
 _PATH_SETTINGS = ("SQLITE_PATH", "OCEANBASE_PATH", "GRAPH_STORE_PATH")
+_WORKDIR_ENV = (
+    "# Left empty by powermem-gateway on purpose: the managed powermem gets its settings\n"
+    "# from its environment (see gateway/proxy/upstream_env.py), not from a .env.\n"
+)
+_OPENAI_FALLBACKS = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 _SECRET_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
 
@@ -80,8 +86,11 @@ class ManagedUpstream:
         self._state = state
         self._workdir = settings.data_dir / "upstream"
         self.log_path = settings.data_dir / "upstream.log"
+        # The OpenAI fallbacks may come from the shell rather than the .env (see
+        # upstream_environment): the embedder keeps using them, powermem's LLM never does.
+        inherited = {k: os.environ[k] for k in _OPENAI_FALLBACKS if os.environ.get(k)}
         upstream = upstream_environment(
-            env,
+            {**inherited, **env},
             relay_url=relay_url or settings.relay_url,
             relay_token=relay_token,
             data_dir=settings.data_dir,
@@ -215,6 +224,10 @@ class ManagedUpstream:
         self._ready = False
         self._port = free_port()
         self._workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # powermem loads the first .env it finds (cwd, then ~/.powermem/.env) into its
+        # environment; one here, empty, keeps the user's file from re-adding what
+        # upstream_environment took out (OPENAI_BASE_URL would divert its LLM calls).
+        write_private_file_once(self._workdir / ".env", _WORKDIR_ENV)
         fd = self._open_log()
         started = self.starting_since = time.monotonic()
         self._close_lifeline()

@@ -38,11 +38,12 @@ RELAY_MODEL = "gateway-relay"
 # gateway every client has the gateway's IP (DESIGN.md §2). Limits per instance live here.
 _RATE_LIMIT_PER_MINUTE = "1000000"
 
-# Names that only ever configure powermem's LLM (never its embedder, reranker or storage).
-# OPENAI_API_KEY / OPENAI_BASE_URL / DASHSCOPE_* / QWEN_API_KEY / AZURE_* / ZAI_API_KEY /
-# GOOGLE_API_KEY stay: powermem's embedders fall back to them.
+# Names that only ever configure powermem's LLM (never its embedder, reranker or storage),
+# plus OPENAI_BASE_URL and OPENAI_API_BASE (see upstream_environment). OPENAI_API_KEY /
+# DASHSCOPE_* / QWEN_API_KEY / AZURE_* / ZAI_API_KEY / GOOGLE_API_KEY stay: powermem's
+# embedders fall back to them.
 _LLM_ONLY = re.compile(
-    r"^(LLM_.*|[A-Z]+_LLM_BASE_URL|[A-Z]+_LLM_DEFAULT_HEADERS|ANTHROPIC_.*|DEEPSEEK_.*"
+    r"^(LLM_.*|OPENAI_BASE_URL|OPENAI_API_BASE|[A-Z]+_LLM_BASE_URL|[A-Z]+_LLM_DEFAULT_HEADERS|ANTHROPIC_.*|DEEPSEEK_.*"
     r"|OPENROUTER_.*|ZAI_BASE_URL|ZHIPU_API_KEY|VLLM_API_KEY|GEMINI_API_KEY"
     r"|SILICONFLOW_API_KEY|OTEL_.*)$"
 )
@@ -161,6 +162,14 @@ def upstream_environment(
     """
     out = {k: v for k, v in env.items() if not _LLM_ONLY.match(k)}
     out.update(dict.fromkeys(_SHADOWED, ""))
+    # powermem's OpenAI LLM and embedder configs accept `openai_base_url` as their first
+    # alias, and pydantic-settings matches environment names without regard to case: an
+    # OPENAI_BASE_URL in powermem's environment wins over OPENAI_LLM_BASE_URL, so its LLM
+    # calls would skip the relay (and carry the relay token elsewhere). It never reaches
+    # powermem (see _LLM_ONLY); the embedder keeps the endpoint it used, made explicit.
+    fallback = _first(env, "OPENAI_API_BASE", "OPENAI_BASE_URL")
+    if fallback and not env.get("OPENAI_EMBEDDING_BASE_URL", "").strip():
+        out["OPENAI_EMBEDDING_BASE_URL"] = fallback
     out.update(
         {
             "LLM_PROVIDER": "openai",
