@@ -15,7 +15,12 @@ import aiohttp
 import pytest
 
 from gateway.errors import InvalidConfig
-from gateway.proxy.upstream_env import read_env_file, render_env
+from gateway.proxy.upstream_env import (
+    client_rate_limit,
+    read_env_file,
+    render_env,
+    upstream_environment,
+)
 from tests.conftest import REPO_ROOT, free_port
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import EMBEDDING_DIMS, powermem_env
@@ -157,3 +162,43 @@ async def test_readme_two_process_setup_works_as_written(clean_env: Path) -> Non
             # powermem was started in the background of that shell: same process group.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("env", "limit"),
+    [
+        ({}, 100),
+        ({"POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE": "30"}, 30),
+        (
+            {
+                "POWERMEM_SERVER_RATE_LIMIT_ENABLED": "false",
+                "POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE": "30",
+            },
+            None,
+        ),
+        ({"POWERMEM_SERVER_RATE_LIMIT_ENABLED": "enabled"}, 100),
+    ],
+)
+def test_client_rate_limit_is_powermems_own_setting(env: dict[str, str], limit: int | None) -> None:
+    """The .env's per-client limit (powermem's default 100/min) is what the gateway applies."""
+    assert client_rate_limit(env) == limit
+
+
+def test_managed_powermem_gets_the_limit_lifted_and_never_openai_base_url() -> None:
+    """powermem sees one client behind the gateway; OPENAI_BASE_URL would divert its LLM."""
+    env = upstream_environment(
+        {"POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE": "30", "OPENAI_BASE_URL": "http://emb/v1"},
+        relay_url="http://127.0.0.1:8848/relay/v1",
+        relay_token="t",
+        data_dir=None,
+    )
+    assert int(env["POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE"]) >= 1_000_000
+    assert "OPENAI_BASE_URL" not in env
+    assert env["OPENAI_EMBEDDING_BASE_URL"] == "http://emb/v1"
+    assert env["OPENAI_LLM_BASE_URL"] == "http://127.0.0.1:8848/relay/v1"
+
+
+def test_bad_rate_limit_setting_is_named() -> None:
+    """A limit that is not a positive whole number is refused with the variable's name."""
+    with pytest.raises(InvalidConfig, match="POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE"):
+        client_rate_limit({"POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE": "lots"})
