@@ -22,6 +22,7 @@ __all__ = [
     "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
+    "NotReady",
     "ProviderError",
     "RateLimited",
     "ReadOnlyInstance",
@@ -184,6 +185,13 @@ class UpstreamStarting(GatewayError):
 
     status = 503
     code = "UPSTREAM_STARTING"
+
+
+class NotReady(GatewayError):
+    """powermem answers, but its memory service does not work (yet)."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
 
 
 class UpstreamTimeout(GatewayError):

@@ -138,6 +138,8 @@ class GatewayProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # a worker's lifeline
 
     async def wait_healthy(self) -> GatewayProcess:
         """Poll `/gateway/health` until it answers (20 s at most)."""
@@ -156,6 +158,7 @@ class GatewayProcess:
 
 
 SpawnGateway = Callable[..., GatewayProcess]
+SpawnWorkers = Callable[..., list[GatewayProcess]]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -194,6 +197,53 @@ def spawn_gateway(tmp_path: Path) -> Iterator[SpawnGateway]:
         process = GatewayProcess(proc, port, log)
         started.append(process)
         return process
+
+    yield spawn
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def spawn_workers(tmp_path: Path) -> Iterator[SpawnWorkers]:
+    """The worker processes of one `serve --workers N`, each on its own port so a test can
+    address each one: `spawn_workers(n, upstream=…, data_dir=…)`; stopped at teardown."""
+    started: list[GatewayProcess] = []
+
+    def spawn(n: int, *, upstream: str, data_dir: Path) -> list[GatewayProcess]:
+        settings = Settings(
+            upstream=upstream, data_dir=data_dir, instances_file=tmp_path / "instances.yaml"
+        )
+        processes = []
+        for worker in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            port = sock.getsockname()[1]
+            log = tmp_path / f"worker-{port}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway.process.worker",
+                        str(sock.fileno()),
+                        str(worker),
+                        str(n),
+                        str(data_dir / "run"),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
+                    pass_fds=(sock.fileno(),),
+                )
+            sock.close()
+            assert proc.stdin is not None
+            proc.stdin.write(settings.model_dump_json().encode() + b"\n")
+            proc.stdin.flush()
+            processes.append(GatewayProcess(proc, port, log))
+        started.extend(processes)
+        return processes
 
     yield spawn
     for process in started:

@@ -16,7 +16,7 @@ from gateway.http.appkeys import REGISTRY
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.binding import instance_of
-from tests.conftest import SpawnGateway
+from tests.conftest import SpawnWorkers
 from tests.fakes.upstream import Recorder
 from tests.frontserver import GatewayTestServer
 
@@ -93,17 +93,16 @@ async def test_two_apps_on_one_data_dir_make_one_instance(
 
 
 async def test_two_gateway_processes_on_one_data_dir_make_one_instance(
-    spawn_gateway: SpawnGateway,
+    spawn_workers: SpawnWorkers,
     upstream: TestServer,
     recorder: Recorder,
     make_settings: Callable[..., Settings],
     tmp_path: Path,
 ) -> None:
-    """Two real `serve` processes sharing a data dir, hit at once, create exactly one instance."""
+    """Two worker processes of one `serve`, sharing a data dir, hit at once, make one instance."""
     data_dir = tmp_path / "shared-data"
     upstream_url = str(upstream.make_url("")).rstrip("/")
-    first = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
-    second = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
+    first, second = spawn_workers(2, upstream=upstream_url, data_dir=data_dir)
     await asyncio.gather(first.wait_healthy(), second.wait_healthy())
 
     async def hit(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str | None]:

@@ -19,7 +19,7 @@ from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.sqlite_store import SqliteStore
 from gateway.settings import Settings
-from tests.conftest import REPO_ROOT, SpawnGateway
+from tests.conftest import REPO_ROOT, SpawnWorkers
 from tests.fakes.providers import FakeOpenAI
 
 RELAY_TOKEN = "pgr-test-revocation-token-0123456789"
@@ -35,7 +35,7 @@ async def provider() -> AsyncIterator[FakeOpenAI]:
 
 
 async def test_put_and_delete_through_one_process_apply_at_once_in_another(
-    spawn_gateway: SpawnGateway,
+    spawn_workers: SpawnWorkers,
     upstream: TestServer,
     provider: FakeOpenAI,
     tmp_path: Path,
@@ -46,8 +46,7 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
     monkeypatch.setenv("POWERMEM_GATEWAY_RELAY_TOKEN", RELAY_TOKEN)
     data_dir = tmp_path / "shared-data"
     upstream_url = str(upstream.make_url("")).rstrip("/")
-    a = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
-    b = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
+    a, b = spawn_workers(2, upstream=upstream_url, data_dir=data_dir)
     await a.wait_healthy()
     await b.wait_healthy()
     async with aiohttp.ClientSession() as session:

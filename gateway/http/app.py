@@ -17,6 +17,7 @@ from gateway.http.appkeys import (
     RATE_LIMITER,
     REGISTRY,
     RELAY,
+    RUNTIME,
     SETTINGS,
     UPSTREAM,
     UPSTREAM_POOLS,
@@ -27,18 +28,21 @@ from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
 from gateway.http.openapi import routes as openapi_routes
 from gateway.http.peer import peer_middleware
+from gateway.http.ready import READINESS, Readiness
+from gateway.http.ready import routes as ready_routes
 from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
-from gateway.proxy.ledger import Ledger
+from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
-from gateway.proxy.upstream import StaticUpstream
-from gateway.proxy.upstream_env import default_llm, read_env_file
+from gateway.proxy.upstream import SharedUpstream, StaticUpstream
+from gateway.proxy.upstream_env import default_llm, own_headers, read_env_file
 from gateway.relay.client import ProviderPool
 from gateway.relay.relay import Relay
 from gateway.relay.token import load_relay_token
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = ["create_app"]
@@ -88,9 +92,18 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _front_ctx(app: web.Application) -> AsyncIterator[None]:
-    """What the front's proxy needs: the request ledger and the pools to powermem."""
+    """What the front's proxy needs: the request ledger and the pools to powermem.
+
+    The workers of one `serve` share one ledger file: powermem's LLM call for a request may
+    reach the relay in any of them."""
     settings = app[SETTINGS]
-    app[LEDGER] = Ledger.anonymous()
+    runtime = app[RUNTIME]
+    if runtime.run_dir is not None:
+        app[LEDGER] = Ledger.shared(
+            runtime.run_dir / LEDGER_FILE, worker=runtime.worker, workers=runtime.workers
+        )
+    else:
+        app[LEDGER] = Ledger.anonymous()
     pools = UpstreamPools(connect_timeout=settings.upstream_connect_timeout)
     app[UPSTREAM_POOLS] = pools
     yield
@@ -112,9 +125,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,
     ) as session:
         app[UPSTREAM_SESSION] = session
+        runtime = app[RUNTIME]
         if settings.upstream is not None:
-            app[UPSTREAM] = StaticUpstream(settings.upstream)
+            env = read_env_file(settings.env_file)
+            app[UPSTREAM] = StaticUpstream(settings.upstream, own_headers=own_headers(env))
             yield
+            return
+        if runtime.run_dir is not None:
+            # `serve`'s supervisor owns the managed powermem and publishes where it is.
+            shared = SharedUpstream(
+                runtime.run_dir, own_headers=own_headers(read_env_file(settings.env_file))
+            )
+            app[UPSTREAM] = shared
+            try:
+                yield
+            finally:
+                shared.close()
             return
         from gateway.proxy.managed import ManagedUpstream  # only serve-without---upstream needs it
 
@@ -129,7 +155,8 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             await managed.stop()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    """The gateway's aiohttp app. Without `runtime` it runs its own managed powermem."""
     app = web.Application(
         # The bridged client's address first; access logging outside error mapping, so it
         # sees the status the client gets.
@@ -137,6 +164,8 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
+    app[RUNTIME] = runtime or Runtime()
+    app[READINESS] = Readiness()
     # Whatever shape these have, no log line will show them (see gateway.observe.logs).
     for secret in (
         settings.admin_token,
@@ -154,6 +183,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_front_ctx)
     app.add_routes(instance_routes)
     app.add_routes(status_routes)
+    app.add_routes(ready_routes)
     app.add_routes(metrics_routes)
     app.add_routes(openapi_routes)
     return app

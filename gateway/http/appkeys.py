@@ -12,6 +12,7 @@ from gateway.proxy.ledger import Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import Upstream
 from gateway.relay.relay import Relay
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RATE_LIMITER",
     "REGISTRY",
     "RELAY",
+    "RUNTIME",
     "SETTINGS",
     "UPSTREAM",
     "UPSTREAM_POOLS",
@@ -29,6 +31,8 @@ __all__ = [
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+# Which worker of how many, and the run dir they share (gateway.runtime).
+RUNTIME = web.AppKey("runtime", Runtime)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

@@ -358,6 +358,16 @@ def _paths() -> JSON:
                 "responses": {"200": _json(_success({"type": "object"}), "Up.")},
             }
         },
+        "/gateway/ready": {
+            "get": {
+                "summary": "Ready: a memory call through to powermem works (503 until it does).",
+                "operationId": "ready",
+                "responses": {
+                    "200": _json(_success({"type": "object"}), "Ready."),
+                    **_errors(503),
+                },
+            }
+        },
         "/gateway/status": {
             "get": {
                 "summary": "Upstream health, relay activity and instance count; never a key.",

@@ -104,6 +104,7 @@ async def probe(request: web.Request) -> web.Response:
                 json={"content": "powermem-gateway wiring probe", "user_id": PROBE_USER},
                 # The shared upstream session adds no Content-Type of its own (see app.py).
                 headers={
+                    **request.app[UPSTREAM].own_headers,  # powermem's API key, if its auth is on
                     "baggage": baggage_header(None, entry.nonce),
                     "Content-Type": "application/json",
                 },

@@ -30,9 +30,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REASONS", "Entry", "Ledger", "Outcome", "parse_nonce"]
+__all__ = ["LEDGER_FILE", "REASONS", "Entry", "Ledger", "Outcome", "parse_nonce"]
 
 RECORD = 64
+# Its name in the run dir of one `serve` (see gateway.runtime).
+LEDGER_FILE = "ledger"
 _COUNTS = struct.Struct("<IIHBB")  # calls, failures, status, reason, flags at offset 32
 _ZERO16 = bytes(16)
 PROBE = 1
@@ -107,6 +109,7 @@ class Ledger:
     def shared(cls, path: Path, *, worker: int, workers: int, slots: int = 4096) -> Ledger:
         """This worker's view of the file every worker of one `serve` maps."""
         size = workers * slots * RECORD
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < size:
