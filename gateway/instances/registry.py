@@ -5,6 +5,20 @@ A bound request costs one dict lookup and one change-counter read when the recor
 Every write announces itself to every process on the data dir before it commits
 (gateway.instances.changes), so once an update or delete has answered, no process serves the
 old configuration. Every change is also appended to the audit log.
+
+The package, in the order a lookup meets it:
+
+    registry      Registry: lookups, resolve/register with the caps (this module)
+    admin         its management half: listing, update, delete, instance secrets, rotation
+    yamlfile      instances.yaml entries (pydantic), problems reported per entry
+    cache         this process's records, checked against changes (the change file)
+    cached_store  the store seen through that cache, on one worker thread
+    store         the Store protocol; sqlite_db/_store/_keys/_usage implement it
+    crypto        AES-GCM ciphertexts bound to id, provider and base URL; keystore: which keys
+    keyaccess     opening a key for a call, or refusing it; credentials: instance secrets
+    writes        configuration → row; usage: counters; listing/paging: pages and totals
+    rotation      `secret rotate`; upgrade: v1 → v2 at open; reset: `secret reset`
+    housekeeping  the change file's health, expiry of idle implicit instances
 """
 
 from __future__ import annotations
