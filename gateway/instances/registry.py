@@ -13,7 +13,8 @@ The package, in the order a lookup meets it:
     yamlfile      instances.yaml entries (pydantic), problems reported per entry
     cache         this process's records, checked against changes (the change file)
     cached_store  the store seen through that cache, on one worker thread
-    store         the Store protocol; sqlite_db/_store/_keys/_usage implement it
+    store         the Store protocol; sqlite_db/_store/_keys/_usage implement it, backends
+                  picks one
     crypto        AES-GCM ciphertexts bound to id, provider and base URL; keystore: which keys
     keyaccess     opening a key for a call, or refusing it; credentials: instance secrets
     writes        configuration → row; usage: counters; listing/paging: pages and totals
@@ -36,13 +37,13 @@ from gateway.errors import (
 from gateway.files import ensure_private_dir
 from gateway.instances import housekeeping
 from gateway.instances.admin import RegistryAdmin, unknown
+from gateway.instances.backends import open_store
 from gateway.instances.cached_store import CachedStore
 from gateway.instances.changes import ChangeLog
 from gateway.instances.credentials import hash_secret, new_secret, secret_matches
 from gateway.instances.keyaccess import KeyOpener
 from gateway.instances.keystore import KeyStore
 from gateway.instances.model import InstanceConfig, InstanceRecord, candidate_id, config_digest
-from gateway.instances.sqlite_store import SqliteStore
 from gateway.instances.upgrade import upgrade_ciphertexts
 from gateway.instances.usage import UsageBook, current_hour, shape
 from gateway.instances.writes import RowMaker
@@ -80,7 +81,7 @@ class Registry(RegistryAdmin):
         )
         data_dir = ensure_private_dir(settings.data_dir)
         with ExitStack() as undo:  # a refused start leaves no database or file open
-            store = SqliteStore(data_dir)
+            store = open_store(settings, data_dir)
             undo.callback(store.close)
             self.keys = KeyStore(
                 data_dir,
