@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import socket
@@ -119,6 +120,19 @@ async def _start_managed(managed: ManagedUpstream, console: Console) -> bool:
     return True
 
 
+async def _preflight(settings: Settings) -> None:
+    """Open the registry once before any worker does: a lost master key or an unusable store
+    is then one clear line from here, not a traceback from every worker. Its warnings (a
+    cache it starts without) are left to the workers, which say them as they open it."""
+    registry_log = logging.getLogger("gateway.registry")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        await (await Registry.open(settings)).close()
+    finally:
+        registry_log.setLevel(level)
+
+
 async def supervise(settings: Settings, sock: socket.socket, console: Console) -> int:
     """Run until SIGTERM/SIGINT; the exit code. The caller holds the socket and the lock."""
     loop = asyncio.get_running_loop()
@@ -129,9 +143,7 @@ async def supervise(settings: Settings, sock: socket.socket, console: Console) -
     shutil.rmtree(run_dir, ignore_errors=True)  # whatever a previous serve left: stale now
     ensure_private_dir(run_dir)
     relay_token = load_relay_token(settings)
-    # Open the registry once before any worker does: a lost master key or an unusable store
-    # is then one clear line from here, not a traceback from every worker.
-    await (await Registry.open(settings)).close()
+    await _preflight(settings)
     managed: ManagedUpstream | None = None
     state: UpstreamStateFile | None = None
     if settings.upstream is None:
