@@ -29,6 +29,7 @@ __all__ = [
     "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
+    "NotReady",
     "ProviderError",
     "RateLimited",
     "ReadOnlyInstance",
@@ -219,6 +220,10 @@ class UpstreamStarting(ServiceUnavailable):
     """The managed powermem server is (re)starting."""
 
     code = "UPSTREAM_STARTING"
+
+
+class NotReady(ServiceUnavailable):
+    """powermem answers, but its memory service does not work (yet)."""
 
 
 class UpstreamTimeout(GatewayError):

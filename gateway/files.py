@@ -59,6 +59,8 @@ def ensure_private_file(path: Path, what: str = "secrets") -> bool:
     except FileNotFoundError:
         return False
     _check_owner(path, st, what)
+    if not stat.S_ISREG(st.st_mode):
+        return False  # not a file at all: whoever opens it says so (a directory, a socket…)
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o600)
         log.warning("%s was readable by other users; its mode is now 0600", path.name)

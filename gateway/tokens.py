@@ -53,13 +53,12 @@ def _from_file(path: Path, variable: str) -> str:
 
 
 def _configured(value: str | None, file: Path | None, name: str) -> str | None:
-    variable = f"POWERMEM_GATEWAY_{name}"
-    if value and file is not None:
-        raise TokenError(f"Set {variable} or {variable}_FILE, not both.")
+    # The settings read a `_FILE` variable into the value already (and refuse both at once);
+    # a file without a value is a Settings made by hand, so it is read here.
     if value:
         return value
     if file is not None:
-        return _from_file(file, f"{variable}_FILE")
+        return _from_file(file, f"POWERMEM_GATEWAY_{name}_FILE")
     return None
 
 

@@ -22,6 +22,7 @@ from gateway.http.app import create_app
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream
+from tests.frontserver import GatewayTestServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -96,11 +97,11 @@ OperatorFactory = Callable[[web.Application], Awaitable[OperatorClient]]
 
 @pytest.fixture
 async def operator() -> AsyncIterator[OperatorFactory]:
-    """`await operator(app)`: an `OperatorClient` on a test server for that app."""
+    """`await operator(app)`: an `OperatorClient` on the whole gateway (front and app)."""
     started: list[OperatorClient] = []
 
     async def start(app: web.Application) -> OperatorClient:
-        client = OperatorClient(TestServer(app))
+        client = OperatorClient(GatewayTestServer(app))
         await client.start_server()
         started.append(client)
         return client
@@ -116,6 +117,23 @@ async def gateway(
 ) -> AsyncIterator[OperatorClient]:
     """The gateway in front of the recording upstream, called the way its operator would."""
     yield await operator(create_app(make_settings()))
+
+
+@pytest.fixture
+async def gateway_server() -> AsyncIterator[Callable[..., Awaitable[GatewayTestServer]]]:
+    """`await gateway_server(app, port=…)`: the whole gateway on a loopback port, like
+    `aiohttp_server` but through the front; closed at teardown."""
+    started: list[GatewayTestServer] = []
+
+    async def start(app: web.Application, *, port: int | None = None) -> GatewayTestServer:
+        server = GatewayTestServer(app, port=port)
+        await server.start_server()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        await server.close()
 
 
 # -- fixtures for the core suite (registry, real gateway processes) ----------------------------
@@ -161,6 +179,8 @@ class GatewayProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # a worker's lifeline
 
     async def wait_healthy(self) -> GatewayProcess:
         """Poll `/gateway/health` until it answers (20 s at most)."""
@@ -179,6 +199,7 @@ class GatewayProcess:
 
 
 SpawnGateway = Callable[..., GatewayProcess]
+SpawnWorkers = Callable[..., list[GatewayProcess]]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -217,6 +238,53 @@ def spawn_gateway(tmp_path: Path) -> Iterator[SpawnGateway]:
         process = GatewayProcess(proc, port, log)
         started.append(process)
         return process
+
+    yield spawn
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def spawn_workers(tmp_path: Path) -> Iterator[SpawnWorkers]:
+    """The worker processes of one `serve --workers N`, each on its own port so a test can
+    address each one: `spawn_workers(n, upstream=…, data_dir=…)`; stopped at teardown."""
+    started: list[GatewayProcess] = []
+
+    def spawn(n: int, *, upstream: str, data_dir: Path) -> list[GatewayProcess]:
+        settings = Settings(
+            upstream=upstream, data_dir=data_dir, instances_file=tmp_path / "instances.yaml"
+        )
+        processes = []
+        for worker in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            port = sock.getsockname()[1]
+            log = tmp_path / f"worker-{port}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway.process.worker",
+                        str(sock.fileno()),
+                        str(worker),
+                        str(n),
+                        str(data_dir / "run"),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
+                    pass_fds=(sock.fileno(),),
+                )
+            sock.close()
+            assert proc.stdin is not None
+            proc.stdin.write(settings.model_dump_json().encode() + b"\n")
+            proc.stdin.flush()
+            processes.append(GatewayProcess(proc, port, log))
+        started.extend(processes)
+        return processes
 
     yield spawn
     for process in started:

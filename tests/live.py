@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.front.runner import GatewayRunner
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
@@ -69,7 +70,8 @@ class LiveGateway:
         }
         values.update(self.settings_overrides)
         self.settings = Settings(**values)
-        self._runner = web.AppRunner(create_app(self.settings))
+        self.app = create_app(self.settings)
+        self._runner = GatewayRunner(self.app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -20,6 +20,7 @@ from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.observe.audit import AUDIT_FILE, AuditLog
 from gateway.settings import Settings
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "admin-token-audit-0123456789"
@@ -39,7 +40,7 @@ async def test_every_change_is_logged_once_with_who_and_from_where(
 ) -> None:
     """Create, implicit create, update, delete, rotate and a failed admin call: one line each."""
     settings = make_settings(admin_token=ADMIN)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     admin = {"Authorization": f"Bearer {ADMIN}"}
     body = {"client": "cursor", "provider": "openai", "model": "gpt-4o", "api_key": KEY}
     created = await (await client.post("/api/v1/instances", json=body)).json()
@@ -102,7 +103,7 @@ async def test_audit_log_is_private_and_holds_no_secret(
 ) -> None:
     """The file is 0600 and contains neither API keys nor the admin token."""
     settings = make_settings(admin_token=ADMIN)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     body = {"provider": "openai", "model": "gpt-4o", "api_key": KEY}
     instance_id = (await (await client.post("/api/v1/instances", json=body)).json())["data"][
         "instance_id"

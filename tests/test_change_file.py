@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.errors import StorageError
+from gateway.errors import StorageError, UnknownInstance
 from gateway.instances.changes import CHANGES_FILE, SIZE
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
@@ -59,6 +59,25 @@ async def test_a_deleted_change_file_never_serves_stale(
     await assert_b_follows_a(a, b, record.instance_id)
     assert (make_settings().data_dir / CHANGES_FILE).stat().st_size == SIZE
     assert len(b.store.cache) > 0  # B found the new file and caches again
+
+
+async def test_a_replacement_file_is_never_mistaken_for_the_old_one(
+    two: tuple[Registry, Registry], make_settings: Callable[..., Settings]
+) -> None:
+    """A process that switches to a new change file without noticing the old one's deletion
+    still drops what it cached: a fresh file's counter starts where no old one could be."""
+    a, b = two
+    record, _ = await a.resolve(CONFIG)  # two changes announced: the id and the digest
+    await b.get(record.instance_id)
+    (make_settings().data_dir / CHANGES_FILE).unlink()
+    c = await Registry.open(make_settings())  # makes a new file
+    try:
+        await c.delete(record.instance_id)  # two changes announced in the new file
+        await b.housekeeping()  # B's worker finds the new file before B's lookups notice
+        with pytest.raises(UnknownInstance):
+            await b.get(record.instance_id)
+    finally:
+        await c.close()
 
 
 @pytest.mark.parametrize("damage", [b"", b"garbage" * 10, b"\0" * SIZE])
@@ -129,8 +148,11 @@ async def test_a_gateway_starts_and_serves_with_an_unusable_change_file(
     settings = make_settings()
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / CHANGES_FILE).mkdir()
+    # One worker: each process warns once, and the count below is per process.
     gateway = spawn_gateway(
-        upstream=str(upstream.make_url("")).rstrip("/"), data_dir=settings.data_dir
+        upstream=str(upstream.make_url("")).rstrip("/"),
+        data_dir=settings.data_dir,
+        extra=("--workers", "1"),
     )
     await gateway.wait_healthy()
     async with aiohttp.ClientSession() as session:

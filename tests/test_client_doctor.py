@@ -18,6 +18,7 @@ from gateway.clients.doctor import run_doctor
 from gateway.clients.gatewayapi import GatewayAPI
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory
@@ -63,9 +64,9 @@ async def provider() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
+async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
     """A gateway in front of the recording fake upstream, which never calls the relay."""
-    started: TestServer = await aiohttp_server(create_app(make_settings(relay_token=RELAY_TOKEN)))
+    started: TestServer = await gateway_server(create_app(make_settings(relay_token=RELAY_TOKEN)))
     return started
 
 
@@ -102,13 +103,13 @@ async def test_upstream_that_never_calls_the_relay_is_reported_broken(server: Te
 
 
 async def test_without_the_admin_token_doctor_sees_health_only_and_says_so(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     provider: FakeOpenAI,
     clean_env: Path,
 ) -> None:
     """A closed gateway shows a stranger its health only: the wiring is unknown, not guessed."""
-    started: TestServer = await aiohttp_server(
+    started: TestServer = await gateway_server(
         create_app(make_settings(relay_token=RELAY_TOKEN, admin_token="admin-secret-token"))
     )
     url = url_of(started)
@@ -116,7 +117,7 @@ async def test_without_the_admin_token_doctor_sees_health_only_and_says_so(
     status, _ = await post(
         url + "/relay/v1/chat/completions",
         {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
-        {"Authorization": f"Bearer {RELAY_TOKEN}", "baggage": f"powermem.instance={instance_id}"},
+        {"Authorization": f"Bearer {RELAY_TOKEN}", "baggage": in_flight(started.app, instance_id)},
     )
     assert status == 200
     result = await doctor(url, POWERMEM_GATEWAY_ADMIN_TOKEN="")
@@ -138,7 +139,7 @@ async def test_forgotten_saved_id_and_failing_provider_are_broken(
     stale.parent.mkdir()
     stale.write_text("pmem-0000000000000000\n")
     provider.fail(401, times=10)
-    api = GatewayAPI(url)
+    api = GatewayAPI(url, admin_token=ADMIN_TOKEN)
     async with api:
         verdicts = await run_doctor(
             api, home=clean_env, probe_providers=True, relay_token=RELAY_TOKEN
@@ -158,10 +159,10 @@ async def test_forgotten_saved_id_and_failing_provider_are_broken(
 
 
 async def test_admin_token_gateway_without_token_warns_instead_of_guessing(
-    aiohttp_server: Any, make_settings: Callable[..., Settings]
+    gateway_server: Any, make_settings: Callable[..., Settings]
 ) -> None:
     """The probe needs the admin token: without it the wiring is unknown, a warning."""
-    server = await aiohttp_server(create_app(make_settings(admin_token="adm")))
+    server = await gateway_server(create_app(make_settings(admin_token="adm")))
     result = await doctor(url_of(server), POWERMEM_GATEWAY_ADMIN_TOKEN="")
     assert line(result.output, WIRING).startswith("WARN")
     assert "unknown: no relay call seen yet" in result.output
@@ -178,7 +179,7 @@ def free_port() -> int:
 
 @pytest.mark.e2e
 async def test_stock_powermem_wired_to_the_relay_is_good(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     powermem_factory: PowermemFactory,
 ) -> None:
@@ -186,7 +187,7 @@ async def test_stock_powermem_wired_to_the_relay_is_good(
     port = free_port()
     powermem = await powermem_factory(f"http://127.0.0.1:{port}/relay/v1", llm_key=RELAY_TOKEN)
     settings = make_settings(upstream=powermem.url, relay_token=RELAY_TOKEN, port=port)
-    server = await aiohttp_server(create_app(settings), port=port)
+    server = await gateway_server(create_app(settings), port=port)
     result = await doctor(url_of(server))
     assert result.exit_code == 0, result.output
     assert line(result.output, WIRING).startswith("ok")
@@ -195,14 +196,14 @@ async def test_stock_powermem_wired_to_the_relay_is_good(
 
 @pytest.mark.e2e
 async def test_stock_powermem_calling_its_provider_directly_is_broken(
-    aiohttp_server: Any,
+    gateway_server: Any,
     make_settings: Callable[..., Settings],
     powermem_factory: PowermemFactory,
     fake_llm: FakeOpenAI,
 ) -> None:
     """The real server, its LLM at a provider instead of the relay: reported broken."""
     powermem = await powermem_factory(fake_llm.url)
-    server = await aiohttp_server(create_app(make_settings(upstream=powermem.url)))
+    server = await gateway_server(create_app(make_settings(upstream=powermem.url)))
     result = await doctor(url_of(server))
     assert result.exit_code == 1, result.output
     assert line(result.output, WIRING).startswith("FAIL")

@@ -18,6 +18,7 @@ from gateway.cli import cli
 from gateway.http.app import create_app
 from gateway.settings import Settings, default_data_dir
 from gateway.tokens import read_admin_token
+from tests.binding import instance_of
 from tests.fakes.upstream import Recorder
 
 KEY = "sk-ant-first-key-0123456789abcdef"
@@ -33,11 +34,11 @@ Invoke = Callable[..., Any]
 
 
 @pytest.fixture
-async def server(aiohttp_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
+async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
     """A gateway as `serve` starts it by default: no admin token configured, so it makes one
     in its data dir (~/.powermem/gateway), where the CLI on the same machine finds it."""
     settings = make_settings(admin_token=None, data_dir=default_data_dir())
-    started: TestServer = await aiohttp_server(create_app(settings))
+    started: TestServer = await gateway_server(create_app(settings))
     return started
 
 
@@ -209,10 +210,10 @@ async def test_a_new_key_updates_the_instance_instead_of_adding_one(
 
 
 async def test_a_key_change_with_an_admin_token_updates_in_place(
-    aiohttp_server: Any, make_settings: Callable[..., Settings], clean_env: Path
+    gateway_server: Any, make_settings: Callable[..., Settings], clean_env: Path
 ) -> None:
     """With an admin token on the gateway, register sends it and still updates in place."""
-    server = await aiohttp_server(create_app(make_settings(admin_token=ADMIN)))
+    server = await gateway_server(create_app(make_settings(admin_token=ADMIN)))
     url = str(server.make_url("")).rstrip("/")
     runner = CliRunner()
 
@@ -386,4 +387,42 @@ async def test_readme_plugin_example_registers_stores_and_sends_the_id(
     path = clean_env / ID_FILES["claude-code"]
     assert path.read_text() == instance["instance_id"] + "\n"
     assert mode(path) == 0o600
-    assert recorder.last.headers["baggage"] == f"powermem.instance={instance['instance_id']}"
+    assert instance_of(recorder.last.headers["baggage"]) == instance["instance_id"]
+
+
+async def test_codex_without_its_key_variable_is_an_error_not_a_downgrade(
+    invoke: Invoke, gateway_url: str, clean_env: Path
+) -> None:
+    """Rerun in a shell without Codex's env_key: an error naming it; the instance keeps its key."""
+    config = clean_env / ".codex" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(
+        'model = "my-model"\nmodel_provider = "corp"\n\n'
+        '[model_providers.corp]\nname = "Corp"\n'
+        'base_url = "http://127.0.0.1:9/v1"\nenv_key = "CORP_API_KEY"\n'
+    )
+    first = await invoke("register", "--client", "codex", CORP_API_KEY=KEY)
+    assert first.exit_code == 0, first.output
+    [before] = await instances(gateway_url)
+    again = await invoke("register", "--client", "codex")
+    assert again.exit_code != 0
+    assert "CORP_API_KEY" in again.output and "nothing was changed" in again.output
+    [after] = await instances(gateway_url)
+    assert after == before and after["provider"] == "openai" and after["api_key"]
+
+
+async def test_an_update_that_drops_the_key_needs_force(
+    invoke: Invoke, gateway_url: str, clean_env: Path
+) -> None:
+    """Switching a keyed instance to a keyless provider is refused unless --force."""
+    first = await invoke("register", "--client", "codex", *flags(), TEST_KEY=KEY)
+    assert first.exit_code == 0, first.output
+    keyless = ["--provider", "ollama", "--model", "llama3.1"]
+    refused = await invoke("register", "--client", "codex", *keyless)
+    assert refused.exit_code != 0 and "--force" in refused.output
+    [kept] = await instances(gateway_url)
+    assert kept["provider"] == "anthropic" and kept["api_key"]
+    forced = await invoke("register", "--client", "codex", *keyless, "--force")
+    assert forced.exit_code == 0, forced.output
+    [changed] = await instances(gateway_url)
+    assert changed["provider"] == "ollama"

@@ -110,38 +110,24 @@ def test_a_token_file_owned_by_another_user_is_refused(
         load_admin_token(settings)
 
 
-def test_a_token_file_variable_is_read_and_conflicts_are_refused(
+def test_a_token_file_variable_is_read_as_it_is(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """`…_ADMIN_TOKEN_FILE` (a container secret) is read as is; both ways at once is an error."""
+    """`…_ADMIN_TOKEN_FILE` (a container secret) is read, its mode left to the operator."""
     secret = tmp_path / "admin_secret"
     secret.write_text("from-a-container-secret-0123\n")
-    secret.chmod(0o444)  # a mounted secret's mode is the operator's business
+    secret.chmod(0o444)
+    settings = Settings.from_env({"POWERMEM_GATEWAY_ADMIN_TOKEN_FILE": str(secret)})
+    assert load_admin_token(settings) == "from-a-container-secret-0123"
     assert load_admin_token(make_settings(admin_token=None, admin_token_file=secret)) == (
         "from-a-container-secret-0123"
     )
     assert stat.S_IMODE(secret.stat().st_mode) == 0o444
-    with pytest.raises(TokenError, match="not both"):
-        load_admin_token(make_settings(admin_token="x" * 20, admin_token_file=secret))
     with pytest.raises(TokenError, match="cannot read"):
         load_admin_token(make_settings(admin_token=None, admin_token_file=tmp_path / "none"))
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(TokenError, match="empty"):
         load_relay_token(make_settings(relay_token=None, relay_token_file=tmp_path / "empty"))
-
-
-def test_file_variables_come_from_the_environment(tmp_path: Path) -> None:
-    """POWERMEM_GATEWAY_ADMIN_TOKEN_FILE and …_RELAY_TOKEN_FILE reach the settings."""
-    settings = Settings.from_env(
-        {
-            "POWERMEM_GATEWAY_ADMIN_TOKEN_FILE": str(tmp_path / "a"),
-            "POWERMEM_GATEWAY_RELAY_TOKEN_FILE": str(tmp_path / "r"),
-        }
-    )
-    assert (settings.admin_token_file, settings.relay_token_file) == (
-        tmp_path / "a",
-        tmp_path / "r",
-    )
 
 
 # -- what the token opens ---------------------------------------------------------------------

@@ -14,12 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from gateway.http.app import create_app
 from gateway.proxy.managed import free_port
 from gateway.settings import Settings
+from tests.binding import instance_of
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
+from tests.frontserver import GatewayTestServer
 from tests.powermem_server import PowermemFactory
 
 pytest_plugins = ["tests.conftest_powermem"]
@@ -70,7 +71,7 @@ async def test_stock_powermem_behind_the_gateway_with_and_without_instances(
         env_file=env_file,
         relay_token=RELAY_TOKEN,
     )
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
     await server.start_server()
     base = f"http://127.0.0.1:{port}/api/v1/memories"
     try:
@@ -82,7 +83,8 @@ async def test_stock_powermem_behind_the_gateway_with_and_without_instances(
             assert status == 200, body
             assert "X-PowerMem-Instance" not in headers
             assert fake_llm.calls and not anthropic.calls
-            assert {c["baggage"] for c in fake_embedder.calls} == {None}
+            # Only our nonce rides along (it proves the request came through the gateway).
+            assert {instance_of(c["baggage"]) for c in fake_embedder.calls} == {None}
 
             # LLM headers: the instance is made, and powermem sees only its id.
             fake_embedder.calls.clear()
@@ -97,9 +99,7 @@ async def test_stock_powermem_behind_the_gateway_with_and_without_instances(
             instance_id = headers["X-PowerMem-Instance"]
             assert headers["X-PowerMem-Instance-Created"] == "true"
             assert {c["x_api_key"] for c in anthropic.calls} == {KEY}
-            assert {c["baggage"] for c in fake_embedder.calls} == {
-                f"powermem.instance={instance_id}"
-            }
+            assert {instance_of(c["baggage"]) for c in fake_embedder.calls} == {instance_id}
 
             # The id alone, for a search (embedding only) and another add.
             fake_embedder.calls.clear()
@@ -114,9 +114,7 @@ async def test_stock_powermem_behind_the_gateway_with_and_without_instances(
                 session, base, {"content": "I sail on weekends.", "user_id": "u"}, by_id
             )
             assert status == 200, body
-            assert {c["baggage"] for c in fake_embedder.calls} == {
-                f"powermem.instance={instance_id}"
-            }
+            assert {instance_of(c["baggage"]) for c in fake_embedder.calls} == {instance_id}
             # The key goes to its own provider and nowhere else.
             calls = fake_embedder.calls + fake_llm.calls
             assert KEY not in json.dumps(calls)

@@ -28,6 +28,7 @@ from gateway.proxy.managed import ManagedUpstream, free_port
 from gateway.settings import Settings
 from tests.conftest import needs_admin
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
+from tests.frontserver import GatewayTestServer
 from tests.powermem_server import EMBEDDING_DIMS, powermem_env
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +113,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         instances_file=tmp_path / "instances.yaml",
         env_file=env_file,
     )
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
     await server.start_server()
     session = aiohttp.ClientSession()
     try:
@@ -362,7 +363,7 @@ async def test_wiring_probe_proves_the_chain_without_a_provider(stack: Stack) ->
     assert status == 200, body
     assert body["data"]["wired"] is True, body
     assert stack.chat_calls() == {n: [] for n in stack.llm_fakes()}
-    assert stack.server.app[RELAY].stats.instance_calls >= 1
+    assert stack.server.app[RELAY].stats.proxied_calls >= 1
     status, _, found = await stack.call("GET", "/api/v1/memories?user_id=powermem-gateway-probe")
     assert status == 200
     assert not found["data"]["memories"] if isinstance(found["data"], dict) else not found["data"]

@@ -41,6 +41,7 @@ PINNED: dict[str, tuple[int, str]] = {
     "StoredKeyRejected": (409, "INSTANCE_KEY_REJECTED"),
     "StoredKeyUnavailable": (409, "INSTANCE_KEY_UNAVAILABLE"),
     "ServiceUnavailable": (503, "SERVICE_UNAVAILABLE"),
+    "NotReady": (503, "SERVICE_UNAVAILABLE"),
     "StorageError": (503, "SYSTEM_STORAGE_ERROR"),
     "UpstreamUnavailable": (502, "UPSTREAM_UNAVAILABLE"),
     "UpstreamStarting": (503, "UPSTREAM_STARTING"),

@@ -19,8 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
 from gateway.settings import Settings
+from tests.binding import in_flight, instance_of
 from tests.conftest import OperatorFactory, SpawnGateway
 from tests.fakes.providers import FakeOpenAI
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -88,7 +90,7 @@ async def instance_at(client: Client, server: TestServer, provider: str) -> dict
     response = await client.post("/api/v1/instances", json=body)
     assert response.status == 201, await response.text()
     instance_id = (await response.json())["data"]["instance_id"]
-    return {**RELAY, "baggage": f"powermem.instance={instance_id}"}
+    return {**RELAY, "baggage": in_flight(client.server.app, instance_id)}
 
 
 async def read_stream(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -124,7 +126,7 @@ async def test_a_stream_that_stalls_or_breaks_reaches_the_caller_cut_without_don
     assert b'"hi"' in received
     assert b"[DONE]" not in received
     # The instance's usage counts the broken call as an error, not as a served answer.
-    instance_id = headers["baggage"].split("=", 1)[1]
+    instance_id = instance_of(headers["baggage"])
     shown = await (await relay_client.get(f"/api/v1/instances/{instance_id}")).json()
     assert shown["data"]["usage"]["relay_calls"] == 1
     assert shown["data"]["usage"]["relay_errors"] == 1
@@ -257,7 +259,7 @@ async def test_upstream_that_dies_mid_request_gives_502_or_a_cut_body(
     """Before its headers: a 502 envelope. After them: the client's body is cut, not padded."""
     upstream = await aiohttp_server(dying_upstream())
     settings = make_settings(upstream=str(upstream.make_url("")).rstrip("/"))
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
 
     response = await client.get("/before-headers")
     assert response.status == 502
@@ -435,7 +437,8 @@ async def test_a_soak_of_mixed_requests_leaks_no_descriptors_or_memory(
                     "X-PowerMem-LLM-Api-Key": f"sk-soak-implicit-{n % 7:04d}-abcdef",
                     "X-PowerMem-LLM-Base-Url": provider.url,
                 }
-                bound = {**RELAY, "baggage": f"powermem.instance={instance_id}"}
+                # A real gateway process: powermem's side of a relay call (the default LLM).
+                bound = dict(RELAY)
                 kinds: list[tuple[str, str, dict[str, Any]]] = [
                     ("GET", "/api/v1/memories?q=1", {}),
                     ("POST", "/api/v1/memories", {"json": {"content": "x" * 512}}),

@@ -27,6 +27,7 @@ from gateway.observe.audit import AUDIT_FILE
 from gateway.policy.ratelimit import RateLimits, TokenBuckets, client_key
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -48,7 +49,7 @@ async def test_registrations_over_the_hourly_cap_get_429_and_create_nothing(
 ) -> None:
     """The third new instance within the hour from one address is refused, with Retry-After."""
     settings = make_settings(new_instances_per_client_per_hour=2)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     for n in range(2):
         body = {"provider": "openai", "model": "m", "api_key": f"sk-cap-{n:06d}-abcdefgh"}
         assert (await client.post("/api/v1/instances", json=body)).status == 201
@@ -72,7 +73,7 @@ async def test_implicit_registrations_over_the_cap_are_not_forwarded(
 ) -> None:
     """LLM headers that would make a new instance past the cap get 429; powermem sees nothing."""
     client: Client = await aiohttp_client(
-        create_app(make_settings(new_instances_per_client_per_hour=3))
+        GatewayTestServer(create_app(make_settings(new_instances_per_client_per_hour=3)))
     )
     for n in range(3):
         assert (await client.get("/api/v1/memories", headers=llm_headers(n))).status == 200

@@ -23,6 +23,7 @@ from gateway.instances.registry import Registry
 from gateway.instances.sqlite_store import DB_FILE
 from gateway.observe.audit import AUDIT_FILE
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeOpenAI
 
@@ -71,7 +72,7 @@ def audit_actions(settings: Settings) -> list[str]:
 async def relay(client: Client, instance_id: str) -> Any:
     headers = {
         "Authorization": f"Bearer {RELAY_TOKEN}",
-        "baggage": f"powermem.instance={instance_id}",
+        "baggage": in_flight(client.server.app, instance_id),
     }
     response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     return response.status, await response.json()

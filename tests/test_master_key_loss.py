@@ -10,11 +10,13 @@ re-sealed as `v2.` when a registry opens, and only `v2.` is ever used on a reque
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +67,13 @@ async def test_a_deleted_master_key_refuses_the_start_and_makes_no_new_one(
     assert "3 stored API key(s)" in message
     assert caught.value.status == 503
     assert not (settings.data_dir / "master.key").exists()
+    if Path("/proc/self/fd").is_dir():  # the refused start keeps nothing of the data dir open
+        held = [
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        ]
+        assert not [f for f in held if f.startswith(str(settings.data_dir))]
 
 
 async def test_serve_without_its_master_key_stops_with_one_clear_line(

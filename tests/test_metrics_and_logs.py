@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic
 
@@ -96,7 +97,7 @@ async def test_relay_metrics_are_labelled_by_instance_and_client_never_by_key(
         instance_id = (await registered.json())["data"]["instance_id"]
         headers = {
             "Authorization": f"Bearer {RELAY_TOKEN}",
-            "baggage": f"powermem.instance={instance_id}",
+            "baggage": in_flight(client.server.app, instance_id),
         }
         chat = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
         assert (

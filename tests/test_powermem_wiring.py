@@ -72,7 +72,7 @@ def test_default_llm_follows_powermem_precedence() -> None:
 
 def test_rendered_env_reads_back_unchanged(tmp_path: Path) -> None:
     """`upstream-env` output is a dotenv file that reads back to the same values."""
-    env = {"A": "plain", "B": "with space and 'quote' and \\ backslash", "C": ""}
+    env = {"A": "plain", "B": "with space and 'inner' quotes, a#hash", "C": ""}
     path = tmp_path / "upstream.env"
     path.write_text(render_env(env))
     assert read_env_file(path) == env

@@ -21,7 +21,7 @@ from gateway.instances.registry import Registry
 from gateway.observe.logs import redact
 from gateway.providers import provider_names
 from gateway.proxy.baggage import baggage_header, instance_from_baggage
-from gateway.proxy.binding import Binding, bind_request
+from gateway.proxy.binding import Binding
 from gateway.relay.anthropic import (
     StreamTranslator,
     from_anthropic_response,
@@ -29,6 +29,7 @@ from gateway.relay.anthropic import (
 )
 from gateway.relay.sse import SSEParser, format_sse
 from gateway.settings import Settings
+from tests.binding import bind_request
 
 # Any text at all, lone surrogates included (aiohttp keeps undecodable header bytes that way).
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.conftest import free_port
 from tests.fakes.upstream import SSE_GATE, Recorder
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 KEY = "sk-test-proxy-0123456789abcdef"
@@ -187,7 +189,9 @@ async def test_bound_request_carries_exactly_our_baggage(
     )
     instance_id = response.headers["X-PowerMem-Instance"]
     seen = recorder.last.headers
-    assert seen["baggage"] == f"powermem.instance={instance_id}"
+    instance, _, nonce = seen["baggage"].partition(",")
+    assert instance == f"powermem.instance={instance_id}"
+    assert re.fullmatch(r"powermem\.nonce=[0-9a-f]+-[0-9a-f]+-[0-9a-f]{32}", nonce)
     assert [k for k in seen if k.lower().startswith("x-powermem")] == []
     assert KEY not in str(seen)
 
@@ -202,15 +206,18 @@ async def test_instance_header_is_consumed_not_forwarded(
         headers=LLM_HEADERS | {"X-PowerMem-Instance": instance_id, "Baggage": "other=1"},
     )
     seen = recorder.last.headers
-    assert seen["baggage"] == f"powermem.instance={instance_id}"
+    instance, _, nonce = seen["baggage"].partition(",")
+    assert instance == f"powermem.instance={instance_id}"
+    assert re.fullmatch(r"powermem\.nonce=[0-9a-f]+-[0-9a-f]+-[0-9a-f]{32}", nonce)
     assert [k for k in seen if k.lower().startswith("x-powermem")] == []
     assert KEY not in str(seen)
 
 
-async def test_unbound_request_is_forwarded_as_is_without_baggage(
+async def test_unbound_request_is_forwarded_as_is_with_only_our_nonce(
     gateway: Client, recorder: Recorder
 ) -> None:
-    """No instance and no LLM headers: headers and body pass unchanged, baggage dropped."""
+    """No instance and no LLM headers: headers and body pass unchanged; the client's baggage
+    is replaced by our nonce alone (no instance member: the default LLM serves it)."""
     response = await gateway.post(
         "/api/v1/memories",
         data=b'{"content": "plain"}',
@@ -228,7 +235,9 @@ async def test_unbound_request_is_forwarded_as_is_without_baggage(
     assert seen.body == b'{"content": "plain"}'
     assert seen.headers["Authorization"] == "Bearer powermem-api-key"
     assert seen.headers["X-Custom"] == "1"
-    assert "baggage" not in {k.lower() for k in seen.headers}
+    assert re.fullmatch(
+        r"powermem\.nonce=[0-9a-f]+-[0-9a-f]+-[0-9a-f]{32}", seen.headers["baggage"]
+    )
     assert "X-PowerMem-Client" not in seen.headers
 
 
@@ -263,7 +272,7 @@ async def test_unreachable_upstream_is_502(
 ) -> None:
     """With nothing listening upstream, the client gets 502 in the envelope, with the id."""
     client: Client = await aiohttp_client(
-        create_app(make_settings(upstream=f"http://127.0.0.1:{free_port()}"))
+        GatewayTestServer(create_app(make_settings(upstream=f"http://127.0.0.1:{free_port()}")))
     )
     plain = await client.get("/api/v1/memories")
     bound = await client.get("/api/v1/memories", headers=LLM_HEADERS)
@@ -280,7 +289,9 @@ async def test_slow_upstream_is_504(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> None:
     """When powermem does not answer within the upstream timeout, the client gets 504."""
-    client: Client = await aiohttp_client(create_app(make_settings(upstream_timeout=0.5)))
+    client: Client = await aiohttp_client(
+        GatewayTestServer(create_app(make_settings(upstream_timeout=0.5)))
+    )
     loop = asyncio.get_running_loop()
     start = loop.time()
     response = await client.get("/slow?seconds=5")

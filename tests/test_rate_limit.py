@@ -12,6 +12,7 @@ from freezegun import freeze_time
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -28,7 +29,9 @@ async def test_an_instance_over_its_limit_gets_429_and_nothing_is_forwarded(
     aiohttp_client: Any, make_settings: Callable[..., Settings], recorder: Recorder
 ) -> None:
     """The fourth request in a minute with a limit of 3 is refused with Retry-After."""
-    client: Client = await aiohttp_client(create_app(make_settings(instance_rate_limit=3)))
+    client: Client = await aiohttp_client(
+        GatewayTestServer(create_app(make_settings(instance_rate_limit=3)))
+    )
     a = _headers("sk-rate-limited-a-0123456789")
     for _ in range(3):
         assert (await client.get("/api/v1/memories", headers=a)).status == 200
@@ -46,7 +49,9 @@ async def test_the_limit_is_per_instance_and_leaves_unbound_requests_alone(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> None:
     """Another instance, and requests without any instance, keep their own allowance."""
-    client: Client = await aiohttp_client(create_app(make_settings(instance_rate_limit=1)))
+    client: Client = await aiohttp_client(
+        GatewayTestServer(create_app(make_settings(instance_rate_limit=1)))
+    )
     assert (await client.get("/x", headers=_headers("sk-first-instance-0123456789"))).status == 200
     assert (await client.get("/x", headers=_headers("sk-first-instance-0123456789"))).status == 429
     assert (await client.get("/x", headers=_headers("sk-second-instance-012345678"))).status == 200
@@ -58,7 +63,9 @@ async def test_the_allowance_refills_with_time(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> None:
     """A minute later an instance that hit its limit may send again."""
-    client: Client = await aiohttp_client(create_app(make_settings(instance_rate_limit=2)))
+    client: Client = await aiohttp_client(
+        GatewayTestServer(create_app(make_settings(instance_rate_limit=2)))
+    )
     headers = _headers("sk-refilled-instance-0123456")
     with freeze_time("2026-11-24 12:00:00") as clock:
         assert (await client.get("/x", headers=headers)).status == 200

@@ -26,8 +26,10 @@ from gateway.cli import cli
 from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import free_port
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -155,7 +157,7 @@ async def scenario(
             provider_timeout=0.3,
             provider_retries=1,
         )
-        client: Client = await aiohttp_client(create_app(settings))
+        client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
 
         async def call(method: str, path: str, **kwargs: Any) -> Any:
             response = await client.request(method, path, **kwargs)
@@ -215,7 +217,7 @@ async def scenario(
         for instance_id in (openai_id, anthropic_id, gemini_id, None):
             headers = dict(relay)
             if instance_id:
-                headers["baggage"] = f"powermem.instance={instance_id}"
+                headers["baggage"] = in_flight(client.server.app, instance_id)
             await call("POST", "/relay/v1/chat/completions", json=CHAT, headers=headers)
             await call(
                 "POST", "/relay/v1/chat/completions", json=CHAT | {"stream": True}, headers=headers
@@ -228,7 +230,7 @@ async def scenario(
                 json=CHAT,
                 headers={
                     **relay,
-                    "baggage": f"powermem.instance={instance_id}",
+                    "baggage": in_flight(client.server.app, instance_id),
                     "X-Test-Status": status,
                 },
             )
@@ -237,7 +239,7 @@ async def scenario(
             "POST",
             "/relay/v1/chat/completions",
             json=CHAT,
-            headers={**relay, "baggage": f"powermem.instance={slow_id}"},
+            headers={**relay, "baggage": in_flight(client.server.app, slow_id)},
         )
 
         # Refused: wrong relay token (a provider key by mistake), wrong admin tokens.
@@ -265,7 +267,7 @@ async def scenario(
             "POST",
             "/relay/v1/chat/completions",
             json=CHAT,
-            headers={**relay, "baggage": f"powermem.instance={gemini_id}"},
+            headers={**relay, "baggage": in_flight(client.server.app, gemini_id)},
         )
         await call("GET", "/api/v1/instances", headers=admin)
         for instance_id in (openai_id, anthropic_id, gemini_id, echo_id):
@@ -290,7 +292,7 @@ async def scenario(
 
     # A gateway whose upstream is down: 502, for explicit and implicit requests.
     down = make_settings(upstream=f"http://127.0.0.1:{free_port()}", data_dir=tmp_path / "down")
-    down_client: Client = await aiohttp_client(create_app(down))
+    down_client: Client = await aiohttp_client(GatewayTestServer(create_app(down)))
     for headers in ({}, implicit):
         response = await down_client.get("/api/v1/memories", headers=headers)
         assert response.status == 502

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 
@@ -94,10 +95,10 @@ async def _openai_instance(client: Client, fake: FakeOpenAI) -> str:
     )
 
 
-def _relay_headers(instance_id: str | None = None) -> dict[str, str]:
+def _relay_headers(client: Client, instance_id: str | None = None) -> dict[str, str]:
     headers = dict(AUTH)
     if instance_id:
-        headers["baggage"] = f"other=1,powermem.instance={instance_id};prop=x"
+        headers["baggage"] = "other=1," + in_flight(client.server.app, instance_id) + ";prop=x"
         headers["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     return headers
 
@@ -136,7 +137,7 @@ async def test_openai_instance_gets_its_own_key_and_model_and_nothing_else(
     response = await relay_gateway.post(
         "/relay/v1/chat/completions",
         json={**CHAT, "temperature": 0.1, "response_format": {"type": "json_object"}},
-        headers=_relay_headers(instance_id),
+        headers=_relay_headers(relay_gateway, instance_id),
     )
     assert response.status == 200
     (call,) = openai_fake.calls
@@ -163,7 +164,7 @@ async def test_anthropic_instance_is_translated_both_ways(
         ],
     }
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=body, headers=_relay_headers(instance_id)
+        "/relay/v1/chat/completions", json=body, headers=_relay_headers(relay_gateway, instance_id)
     )
     assert response.status == 200
     answer = await response.json()
@@ -200,7 +201,7 @@ async def test_streamed_openai_answer_passes_through_byte_for_byte(
     response = await relay_gateway.post(
         "/relay/v1/chat/completions",
         json={**CHAT, "stream": True},
-        headers=_relay_headers(instance_id),
+        headers=_relay_headers(relay_gateway, instance_id),
     )
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -230,7 +231,7 @@ async def test_streamed_anthropic_answer_becomes_openai_chunks(
     response = await relay_gateway.post(
         "/relay/v1/chat/completions",
         json={**CHAT, "stream": True, "stream_options": {"include_usage": True}},
-        headers=_relay_headers(instance_id),
+        headers=_relay_headers(relay_gateway, instance_id),
     )
     assert response.status == 200
     raw = (await response.read()).decode()
@@ -250,7 +251,9 @@ async def test_unknown_instance_gets_an_openai_error_and_no_provider_call(
 ) -> None:
     """An id nobody registered never falls back to the default LLM."""
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers("pmem-0000000000000000")
+        "/relay/v1/chat/completions",
+        json=CHAT,
+        headers=_relay_headers(relay_gateway, "pmem-0000000000000000"),
     )
     assert response.status == 404
     error = (await response.json())["error"]
@@ -266,7 +269,7 @@ async def test_provider_5xx_is_retried_then_succeeds(
     instance_id = await _openai_instance(relay_gateway, openai_fake)
     openai_fake.fail(503, times=2)
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(instance_id)
+        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(relay_gateway, instance_id)
     )
     assert response.status == 200
     assert len(openai_fake.calls) == 3
@@ -279,7 +282,7 @@ async def test_provider_errors_come_back_in_openai_shape_with_its_status(
     openai_id = await _openai_instance(relay_gateway, openai_fake)
     openai_fake.fail(400, times=1)
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(openai_id)
+        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(relay_gateway, openai_id)
     )
     assert response.status == 400
     error = (await response.json())["error"]
@@ -289,7 +292,7 @@ async def test_provider_errors_come_back_in_openai_shape_with_its_status(
     anthropic_id = await _anthropic_instance(relay_gateway, anthropic_fake)
     anthropic_fake.fail(503, times=10)
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(anthropic_id)
+        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(relay_gateway, anthropic_id)
     )
     assert response.status == 503
     assert (await response.json())["error"]["message"].startswith("anthropic returned 503")
@@ -321,7 +324,7 @@ async def test_provider_that_never_answers_times_out_with_504(
         base_url=str(server.make_url("/v1")),
     )
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(instance_id)
+        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(relay_gateway, instance_id)
     )
     assert response.status == 504
     assert (await response.json())["error"]["type"] == "timeout"
@@ -347,7 +350,7 @@ async def test_provider_redirect_is_not_followed(
         base_url=str(server.make_url("/v1")),
     )
     response = await relay_gateway.post(
-        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(instance_id)
+        "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(relay_gateway, instance_id)
     )
     assert response.status == 502
     assert "redirect" in (await response.json())["error"]["message"]
@@ -361,7 +364,9 @@ async def test_relay_usage_is_counted_per_instance(
     instance_id = await _anthropic_instance(relay_gateway, anthropic_fake)
     for _ in range(2):
         response = await relay_gateway.post(
-            "/relay/v1/chat/completions", json=CHAT, headers=_relay_headers(instance_id)
+            "/relay/v1/chat/completions",
+            json=CHAT,
+            headers=_relay_headers(relay_gateway, instance_id),
         )
         assert response.status == 200
     shown = await (await relay_gateway.get(f"/api/v1/instances/{instance_id}")).json()

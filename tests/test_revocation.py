@@ -19,7 +19,7 @@ from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.instances.sqlite_store import SqliteStore
 from gateway.settings import Settings
-from tests.conftest import REPO_ROOT, SpawnGateway
+from tests.conftest import REPO_ROOT, SpawnWorkers
 from tests.fakes.providers import FakeOpenAI
 
 RELAY_TOKEN = "pgr-test-revocation-token-0123456789"
@@ -35,18 +35,18 @@ async def provider() -> AsyncIterator[FakeOpenAI]:
 
 
 async def test_put_and_delete_through_one_process_apply_at_once_in_another(
-    spawn_gateway: SpawnGateway,
+    spawn_workers: SpawnWorkers,
     upstream: TestServer,
     provider: FakeOpenAI,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Register via A, relay via B; each PUT via A is what B's very next call uses; DELETE too."""
+    """Register via A, call the LLM via B; each PUT via A is what B's very next call uses;
+    DELETE too."""
     monkeypatch.setenv("POWERMEM_GATEWAY_RELAY_TOKEN", RELAY_TOKEN)
     data_dir = tmp_path / "shared-data"
     upstream_url = str(upstream.make_url("")).rstrip("/")
-    a = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
-    b = spawn_gateway(upstream=upstream_url, data_dir=data_dir)
+    a, b = spawn_workers(2, upstream=upstream_url, data_dir=data_dir)
     await a.wait_healthy()
     await b.wait_healthy()
     # Both processes made or found one admin token in their shared data dir.
@@ -61,17 +61,15 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
         async with session.post(a.url + "/api/v1/instances", json=body) as response:
             assert response.status == 201
             instance_id = (await response.json())["data"]["instance_id"]
-        relay = {
-            "Authorization": f"Bearer {RELAY_TOKEN}",
-            "baggage": f"powermem.instance={instance_id}",
-        }
+        bound = {"X-PowerMem-Instance": instance_id, "X-Relay-Token": RELAY_TOKEN}
 
         async def call_b() -> int:
-            async with session.post(
-                b.url + "/relay/v1/chat/completions", json=CHAT, headers=relay
-            ) as answer:
-                await answer.read()
-                return answer.status
+            """A request through B whose upstream calls B's relay, as powermem would."""
+            async with session.post(b.url + "/call-llm", json=CHAT, headers=bound) as answer:
+                if answer.status != 200:
+                    return answer.status
+                relayed: int = (await answer.json())["relay_status"]
+                return relayed
 
         for _ in range(3):  # B has it cached now
             assert await call_b() == 200

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 
@@ -72,7 +73,7 @@ async def test_no_plaintext_key_anywhere(
         "    model: claude-sonnet-4-6\n    api_key_env: TEST_LEAK_KEY\n"
     )
     monkeypatch.setenv("TEST_LEAK_KEY", IMPLICIT)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     call = Transcript(client)
     implicit_headers = {
         "X-PowerMem-LLM-Provider": "deepseek",

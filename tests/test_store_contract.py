@@ -133,6 +133,19 @@ def test_concurrent_creators_in_several_handles_make_one_row(open_store: OpenSto
     assert stores[0].total(client=None, provider=None, exclude=()) == 1
 
 
+def test_creation_stamps_strictly_increase(open_store: OpenStore) -> None:
+    """Rows built with equal or older stamps still get later ones, so pages never skip them."""
+    store = open_store()
+    rows = [
+        store.create(f"d{n}", ids(f"pmem-{n}"), new_row(f"d{n}", n=0), announce=Announcements())[0]
+        for n in range(5)
+    ]
+    stamps = [r.created_at for r in rows]
+    assert stamps == sorted(set(stamps)) and len(set(stamps)) == 5
+    assert all(r.updated_at == r.created_at for r in rows)
+    assert [store.get(r.instance_id) for r in rows] == rows
+
+
 def test_a_taken_candidate_id_is_skipped(open_store: OpenStore) -> None:
     """When the first candidate id is taken, the next free one is used."""
     store = open_store()

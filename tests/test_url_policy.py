@@ -20,9 +20,11 @@ from gateway.providers import PROVIDERS
 from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeOpenAI
 from tests.fakes.upstream import Recorder
+from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 RELAY_TOKEN = "pgr-test-url-policy-token-0123456789"
@@ -373,7 +375,7 @@ async def test_name_resolving_to_a_private_address_is_refused_at_call_time(
     response = await public_gateway.post("/api/v1/instances", json=body)
     assert response.status == 201
     instance_id = (await response.json())["data"]["instance_id"]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(public_gateway.server.app, instance_id)}
     response = await public_gateway.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 403
     assert (await response.json())["error"]["type"] == "permission_error"
@@ -386,17 +388,21 @@ async def test_instance_registered_under_a_looser_policy_is_refused_after_restar
     """The policy applies at call time too: a stored loopback URL stops working on 0.0.0.0."""
     env_file = _env_file(tmp_path, fake)
     local: Client = await aiohttp_client(
-        create_app(make_settings(relay_token=RELAY_TOKEN, env_file=env_file))
+        GatewayTestServer(create_app(make_settings(relay_token=RELAY_TOKEN, env_file=env_file)))
     )
     body = {"provider": "openai", "model": "gpt-4o", "api_key": INSTANCE_KEY, "base_url": fake.url}
     instance_id = (await (await local.post("/api/v1/instances", json=body)).json())["data"][
         "instance_id"
     ]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(local.server.app, instance_id)}
     response = await local.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 200
     public: Client = await aiohttp_client(
-        create_app(make_settings(host=ALL_INTERFACES, relay_token=RELAY_TOKEN, env_file=env_file))
+        GatewayTestServer(
+            create_app(
+                make_settings(host=ALL_INTERFACES, relay_token=RELAY_TOKEN, env_file=env_file)
+            )
+        )
     )
     response = await public.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 403
@@ -413,12 +419,12 @@ async def test_allow_listed_host_works_on_a_public_gateway(
         env_file=_env_file(tmp_path, fake),
         allowed_base_url_hosts=("127.0.0.1",),
     )
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     body = {"provider": "openai", "model": "gpt-4o", "api_key": INSTANCE_KEY, "base_url": fake.url}
     response = await client.post("/api/v1/instances", json=body)
     assert response.status == 201
     instance_id = (await response.json())["data"]["instance_id"]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(client.server.app, instance_id)}
     response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 200
 
@@ -432,7 +438,7 @@ async def test_each_key_goes_only_to_its_own_url_and_the_relay_token_to_none(
     """The default key reaches only the default URL; no provider ever sees the relay token."""
     async with FakeOpenAI() as default, FakeOpenAI() as chosen:
         settings = make_settings(relay_token=RELAY_TOKEN, env_file=_env_file(tmp_path, default))
-        client: Client = await aiohttp_client(create_app(settings))
+        client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
         body = {
             "provider": "openai",
             "model": "gpt-4o",
@@ -449,7 +455,7 @@ async def test_each_key_goes_only_to_its_own_url_and_the_relay_token_to_none(
         for baggage in (None, instance_id, keyless_id, None, instance_id):
             headers = dict(AUTH)
             if baggage:
-                headers["baggage"] = f"powermem.instance={baggage}"
+                headers["baggage"] = in_flight(client.server.app, baggage)
             response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
             assert response.status == 200
         default_seen = [str(c["headers"]) for c in default.calls]
@@ -477,7 +483,7 @@ async def test_provider_redirects_are_not_followed(
     redirector.router.add_post("/v1/chat/completions", redirect)
     server: TestServer = await aiohttp_server(redirector)
     settings = make_settings(relay_token=RELAY_TOKEN, env_file=_env_file(tmp_path, fake))
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
     body = {
         "provider": "openai",
         "model": "gpt-4o",
@@ -487,7 +493,7 @@ async def test_provider_redirects_are_not_followed(
     instance_id = (await (await client.post("/api/v1/instances", json=body)).json())["data"][
         "instance_id"
     ]
-    headers = {**AUTH, "baggage": f"powermem.instance={instance_id}"}
+    headers = {**AUTH, "baggage": in_flight(client.server.app, instance_id)}
     response = await client.post("/relay/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status == 502
     assert "redirect" in (await response.json())["error"]["message"]

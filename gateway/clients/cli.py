@@ -128,6 +128,12 @@ def _settings(
     if not found.model:
         raise MissingSetting(f"No model: pass --model {hints.get('model', '')}".strip() + ".")
     spec = PROVIDERS.get(found.provider)
+    if not api_key and found.missing_key:
+        raise MissingSetting(
+            f"No API key: {found.missing_key}, the variable your {client} configuration names "
+            "for its key, is not set in this shell. Export it, or pass --api-key-env VAR or "
+            "--api-key-stdin; nothing was changed."
+        )
     if not api_key and spec is not None and not spec.keyless:
         raise MissingSetting(
             f"No API key for provider {found.provider}: pass --api-key-env VAR (a variable "
@@ -163,12 +169,18 @@ def _settings(
     help="Cursor: write ~/.cursor/mcp.json instead of the project's .cursor/mcp.json.",
 )
 @click.option("--print-mcp-config", is_flag=True, help="Print the MCP server entry to paste.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Allow an update that drops the stored key (a switch to a keyless provider).",
+)
 @_gateway_option
 def register(
     client: str,
     gateway: str | None,
     cursor_global: bool,
     print_mcp_config: bool,
+    force: bool,
     **flags: str | None,
 ) -> None:
     """Register a coding tool with the gateway and save its instance id where it looks.
@@ -194,7 +206,7 @@ def register(
 
     async def action() -> Any:
         async with api:
-            return await register_instance(api, fields, location)
+            return await register_instance(api, fields, location, force=force)
 
     outcome = _run(action())
     for warning in found.warnings:

@@ -41,6 +41,8 @@ class Found:
     model: str = ""
     base_url: str = ""
     api_key: str = field(default="", repr=False)
+    # The variable the tool's own config names for its key, when that variable is unset.
+    missing_key: str = ""
     where: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -108,6 +110,8 @@ def codex(home: Path, environ: Mapping[str, str]) -> Found:
         table.get("experimental_bearer_token"),
         f"model_providers.{provider_id}.experimental_bearer_token",
     )
+    if isinstance(env_key, str) and env_key and not found.api_key:
+        found.missing_key = env_key
     if provider_id == "openai" or not env_key:
         found.set("api_key", environ.get("OPENAI_API_KEY"), "OPENAI_API_KEY (environment)")
         auth = _json_file(codex_home / "auth.json", found)
@@ -123,7 +127,10 @@ def _provider(found: Found, tool_id: str, where: str) -> None:
     if name in PROVIDERS:
         found.set("provider", name, where)
     elif found.base_url:
-        found.set("provider", "openai" if found.api_key else "vllm", f"{where}, by its base URL")
+        # Keyless (vllm) only when the tool names no key at all: a key whose variable is
+        # unset in this shell must never turn into a silent switch of provider.
+        keyed = found.api_key or found.missing_key
+        found.set("provider", "openai" if keyed else "vllm", f"{where}, by its base URL")
     else:
         found.warnings.append(
             f"{tool_id!r} ({where}) is no provider the gateway knows; pass --provider"

@@ -189,7 +189,7 @@ async def _saved(
             )
         )
     else:
-        verdicts.append(provider_verdict(label, await api.relay_call(instance_id, relay_token)))
+        verdicts.append(provider_verdict(label, await api.provider_check(instance_id)))
     return verdicts
 
 

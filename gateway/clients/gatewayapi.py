@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.clients.errors import GatewayRefused, GatewayUnreachable
-from gateway.proxy.baggage import baggage_header
 
 __all__ = ["DEFAULT_GATEWAY_URL", "GatewayAPI", "gateway_url", "instance_fields"]
 
@@ -193,25 +192,12 @@ class GatewayAPI:
             return code not in ("INSTANCE_NOT_FOUND", "INVALID_HEADER")
         return True
 
-    async def relay_call(self, instance_id: str, relay_token: str) -> tuple[int, str]:
-        """A one-token chat completion through the relay as this instance: (status, detail)."""
-        body = {
-            "model": "probe",
-            "max_tokens": 1,
-            "messages": [{"role": "user", "content": "ping"}],
-        }
-        status, payload = await self._call(
-            "POST",
-            "/relay/v1/chat/completions",
-            body=body,
-            headers={
-                "Authorization": f"Bearer {relay_token}",
-                "baggage": baggage_header(instance_id),
-            },
-            seconds=PROBE_TIMEOUT,
+    async def provider_check(self, instance_id: str) -> tuple[int, str]:
+        """A one-token call to the instance's provider, made by the gateway: (status, detail).
+
+        Needs the admin token: the call spends the instance's quota, and only requests the
+        gateway forwarded may reach the relay with an instance (see gateway.proxy.ledger)."""
+        data: dict[str, Any] = await self._data(
+            "POST", f"/gateway/probe/{instance_id}", admin=True, seconds=PROBE_TIMEOUT
         )
-        if status < 400:
-            return status, "answered"
-        error = payload.get("error") if isinstance(payload, dict) else None
-        message = error.get("message") if isinstance(error, dict) else None
-        return status, str(message or f"HTTP {status}")
+        return int(data["status"]), str(data["detail"])

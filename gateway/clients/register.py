@@ -75,17 +75,31 @@ async def _adopt(api: GatewayAPI, new_id: str, old_id: str) -> Outcome:
     return Outcome(new_id, "replaced", f"removed the previous instance {old_id}")
 
 
-async def register(api: GatewayAPI, fields: dict[str, str], location: IdLocation | None) -> Outcome:
-    """Register (or update) and save the id; see the module docstring for the rules."""
+async def register(
+    api: GatewayAPI, fields: dict[str, str], location: IdLocation | None, *, force: bool = False
+) -> Outcome:
+    """Register (or update) and save the id; see the module docstring for the rules.
+
+    An update that would drop the saved instance's key (a keyless provider now) is refused
+    unless `force`: a shell without the key's variable must never downgrade an instance.
+    """
     saved = location.read() if location is not None else None
-    outcome = await _register(api, fields, saved)
+    outcome = await _register(api, fields, saved, force=force)
     if location is not None:
         location.write(outcome.instance_id)
     return outcome
 
 
-async def _register(api: GatewayAPI, fields: dict[str, str], saved: str | None) -> Outcome:
+async def _register(
+    api: GatewayAPI, fields: dict[str, str], saved: str | None, *, force: bool
+) -> Outcome:
     current, exists = (None, False) if saved is None else await _saved_instance(api, saved)
+    if current is not None and current.get("api_key") and not fields["api_key"] and not force:
+        raise ClientSetupError(
+            f"The saved instance {saved} has a key ({current['api_key']}) and this update "
+            f"({fields['provider']} / {fields['model']}) has none: it would drop the key. "
+            "Provide the key, or pass --force to make it keyless; nothing was changed."
+        )
     if saved is None or not exists:
         data = await api.register(fields)
         note = f"the saved id {saved} was no longer registered" if saved else ""

@@ -13,12 +13,15 @@ from aiohttp import web
 from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
     ADMIN,
+    LEDGER,
     METRICS,
     RATE_LIMITER,
     REGISTRY,
     RELAY,
+    RUNTIME,
     SETTINGS,
     UPSTREAM,
+    UPSTREAM_POOLS,
     UPSTREAM_SESSION,
 )
 from gateway.http.envelope import error_middleware
@@ -26,18 +29,22 @@ from gateway.http.gate import AdminGate
 from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
 from gateway.http.openapi import routes as openapi_routes
-from gateway.http.proxy import proxy
-from gateway.http.relay import routes as relay_routes
+from gateway.http.peer import peer_middleware
+from gateway.http.ready import READINESS, Readiness
+from gateway.http.ready import routes as ready_routes
 from gateway.http.status import UPSTREAM_HEALTH, UpstreamHealth
 from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
-from gateway.proxy.upstream import StaticUpstream
-from gateway.proxy.upstream_env import default_llm, read_env_file
+from gateway.proxy.ledger import LEDGER_FILE, Ledger
+from gateway.proxy.pools import UpstreamPools
+from gateway.proxy.upstream import SharedUpstream, StaticUpstream
+from gateway.proxy.upstream_env import default_llm, own_headers, read_env_file
 from gateway.relay.client import ProviderPool
 from gateway.relay.relay import Relay
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.tokens import load_admin_token, load_relay_token
 
@@ -73,6 +80,7 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = ProviderPool(
         timeout=settings.provider_timeout,
         retries=settings.provider_retries,
+        deadline=settings.relay_deadline,
         # The same policy the registry applies at registration, now at call time.
         policy=app[REGISTRY].url_policy,
     )
@@ -84,6 +92,26 @@ async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await pool.close()
+
+
+async def _front_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What the front's proxy needs: the request ledger and the pools to powermem.
+
+    The workers of one `serve` share one ledger file: powermem's LLM call for a request may
+    reach the relay in any of them."""
+    settings = app[SETTINGS]
+    runtime = app[RUNTIME]
+    if runtime.run_dir is not None:
+        app[LEDGER] = Ledger.shared(
+            runtime.run_dir / LEDGER_FILE, worker=runtime.worker, workers=runtime.workers
+        )
+    else:
+        app[LEDGER] = Ledger.anonymous()
+    pools = UpstreamPools(connect_timeout=settings.upstream_connect_timeout)
+    app[UPSTREAM_POOLS] = pools
+    yield
+    await pools.close()
+    app[LEDGER].close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,9 +128,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,
     ) as session:
         app[UPSTREAM_SESSION] = session
+        runtime = app[RUNTIME]
         if settings.upstream is not None:
-            app[UPSTREAM] = StaticUpstream(settings.upstream)
+            env = read_env_file(settings.env_file)
+            app[UPSTREAM] = StaticUpstream(settings.upstream, own_headers=own_headers(env))
             yield
+            return
+        if runtime.run_dir is not None:
+            # `serve`'s supervisor owns the managed powermem and publishes where it is.
+            shared = SharedUpstream(
+                runtime.run_dir, own_headers=own_headers(read_env_file(settings.env_file))
+            )
+            app[UPSTREAM] = shared
+            try:
+                yield
+            finally:
+                shared.close()
             return
         from gateway.proxy.managed import ManagedUpstream  # only serve-without---upstream needs it
 
@@ -117,15 +158,19 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             await managed.stop()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    """The gateway's aiohttp app. Without `runtime` it runs its own managed powermem."""
     app = web.Application(
-        # Access logging outside error mapping, so it sees the status the client gets.
-        middlewares=[access_middleware, error_middleware],
+        # The bridged client's address first; access logging outside error mapping, so it
+        # sees the status the client gets.
+        middlewares=[peer_middleware, access_middleware, error_middleware],
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
     # Closed by default: with no token configured, one is generated into the data dir.
     app[ADMIN] = AdminGate(load_admin_token(settings))
+    app[RUNTIME] = runtime or Runtime()
+    app[READINESS] = Readiness()
     # Whatever shape these have, no log line will show them (see gateway.observe.logs).
     for secret in (
         app[ADMIN].token,
@@ -141,10 +186,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_front_ctx)
     app.add_routes(instance_routes)
-    app.add_routes(relay_routes)
     app.add_routes(status_routes)
+    app.add_routes(ready_routes)
     app.add_routes(metrics_routes)
     app.add_routes(openapi_routes)
-    app.router.add_route("*", "/{tail:.*}", proxy)
     return app

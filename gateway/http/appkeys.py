@@ -9,28 +9,38 @@ from gateway.http.gate import AdminGate
 from gateway.instances.registry import Registry
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.proxy.ledger import Ledger
+from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import Upstream
 from gateway.relay.relay import Relay
+from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = [
     "ADMIN",
     "CLIENT_LABEL",
     "INSTANCE_ID",
+    "LEDGER",
     "METRICS",
     "RATE_LIMITER",
     "REGISTRY",
     "RELAY",
+    "RUNTIME",
     "SETTINGS",
     "UPSTREAM",
+    "UPSTREAM_POOLS",
     "UPSTREAM_SESSION",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 ADMIN = web.AppKey("admin", AdminGate)
+# Which worker of how many, and the run dir they share (gateway.runtime).
+RUNTIME = web.AppKey("runtime", Runtime)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+UPSTREAM_POOLS = web.AppKey("upstream_pools", UpstreamPools)
+LEDGER = web.AppKey("ledger", Ledger)
 RELAY: web.AppKey[Relay] = web.AppKey("relay")
 RATE_LIMITER: web.AppKey[InstanceRateLimiter] = web.AppKey("rate_limiter")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

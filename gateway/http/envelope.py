@@ -17,7 +17,14 @@ from aiohttp import web
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, ProviderError
 from gateway.http.shapes import Envelope, ErrorBody, ErrorEnvelope, OpenAIError, OpenAIErrorBody
 
-__all__ = ["as_gateway_error", "error_middleware", "error_response", "ok"]
+__all__ = [
+    "as_gateway_error",
+    "error_body",
+    "error_middleware",
+    "error_payload",
+    "error_response",
+    "ok",
+]
 
 log = logging.getLogger("gateway.errors")
 JSON = "application/json"
@@ -62,18 +69,32 @@ def _openai_error(exc: GatewayError) -> OpenAIError:
     )
 
 
-def error_response(exc: GatewayError, *, openai_shape: bool = False) -> web.Response:
-    body: OpenAIError | ErrorEnvelope
+def _error_shape(exc: GatewayError, openai_shape: bool) -> OpenAIError | ErrorEnvelope:
     if openai_shape:
-        body = _openai_error(exc)
-    else:
-        body = ErrorEnvelope(
-            success=False,
-            error=ErrorBody(code=exc.code, message=exc.message, details=exc.details),
-            timestamp=_timestamp(),
-        )
+        return _openai_error(exc)
+    return ErrorEnvelope(
+        success=False,
+        error=ErrorBody(code=exc.code, message=exc.message, details=exc.details),
+        timestamp=_timestamp(),
+    )
+
+
+def error_payload(exc: GatewayError, *, openai_shape: bool = False) -> dict[str, Any]:
+    """The error as the caller reads it: powermem's envelope, or OpenAI's shape on the relay."""
+    return _error_shape(exc, openai_shape).model_dump(mode="json")
+
+
+def error_body(exc: GatewayError, *, openai_shape: bool = False) -> bytes:
+    """The error as the bytes of a JSON body (for answers written by the front)."""
+    return _error_shape(exc, openai_shape).model_dump_json().encode()
+
+
+def error_response(exc: GatewayError, *, openai_shape: bool = False) -> web.Response:
     return web.Response(
-        text=body.model_dump_json(), status=exc.status, headers=exc.headers, content_type=JSON
+        text=_error_shape(exc, openai_shape).model_dump_json(),
+        status=exc.status,
+        headers=exc.headers,
+        content_type=JSON,
     )
 
 

@@ -30,6 +30,8 @@ from gateway.http.shapes import (
     ListQuery,
     OpenAIError,
     ProbeResult,
+    ProviderProbe,
+    Ready,
     Registration,
     SecretRevoked,
     SecretRotated,
@@ -53,7 +55,7 @@ _ERRORS = {
     409: "Conflicts with another or a read-only instance.",
     415: "The body is not declared application/json.",
     429: "Too many attempts (failed admin authentications back off per address).",
-    503: "The registry cannot be written right now.",
+    503: "Not available right now (the registry, or powermem not ready yet).",
 }
 
 
@@ -229,6 +231,13 @@ def _paths(shapes: _Shapes) -> JSON:
                 "responses": {"200": _json(answer(Health), "Up.")},
             }
         },
+        "/gateway/ready": {
+            "get": {
+                "summary": "Ready: a memory call through to powermem works (503 until it does).",
+                "operationId": "ready",
+                "responses": {"200": _json(answer(Ready), "Ready."), **errors(503)},
+            }
+        },
         "/gateway/status": {
             "get": {
                 "summary": "Health; with the admin token also upstream, relay and instance count.",
@@ -247,6 +256,18 @@ def _paths(shapes: _Shapes) -> JSON:
                     **errors(401, 429),
                 },
             }
+        },
+        "/gateway/probe/{instance_id}": {
+            "parameters": [instance_id | {"schema": {"type": "string"}}],
+            "post": {
+                "summary": "A one-token call to the instance's provider, with its key.",
+                "operationId": "probeProvider",
+                "security": admin,
+                "responses": {
+                    "200": _json(answer(ProviderProbe), "What the provider answered."),
+                    **errors(400, 401, 404, 409, 429),
+                },
+            },
         },
         "/metrics": {
             "get": {

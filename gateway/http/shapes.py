@@ -42,6 +42,8 @@ __all__ = [
     "OpenAIError",
     "OpenAIErrorBody",
     "ProbeResult",
+    "ProviderProbe",
+    "Ready",
     "Registration",
     "SecretRevoked",
     "SecretRotated",
@@ -178,6 +180,28 @@ class Status(BaseModel):
     upstream: dict[str, Any] | None = Field(default=None, description="Admin token only.")
     relay: dict[str, Any] | None = Field(default=None, description="Admin token only.")
     instances: int | None = Field(default=None, ge=0, description="Admin token only.")
+    instances_file_problems: list[str] | None = Field(
+        default=None, description="What is wrong with instances.yaml, if anything (admin only)."
+    )
+
+
+class Ready(BaseModel):
+    """`GET /gateway/ready`: a memory call through to powermem works (503 until it does)."""
+
+    model_config = _OUT
+
+    ready: Literal[True]
+    upstream: Literal["external", "managed"]
+
+
+class ProviderProbe(BaseModel):
+    """`POST /gateway/probe/{id}`: what the instance's provider said to a one-token call."""
+
+    model_config = _OUT
+
+    ok: bool
+    status: int
+    detail: str
 
 
 class ProbeResult(BaseModel):

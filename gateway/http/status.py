@@ -10,7 +10,6 @@ chain is healthy: the upstream's address and the relay's activity are for the op
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import Any
 
@@ -18,12 +17,14 @@ import aiohttp
 from aiohttp import web
 
 from gateway import __version__
-from gateway.errors import GatewayError
-from gateway.http.appkeys import REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.errors import GatewayError, InvalidConfig, ProviderError
+from gateway.http.appkeys import LEDGER, REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
 from gateway.http.auth import admin_presented, require_admin
 from gateway.http.envelope import ok
-from gateway.http.shapes import Health, ProbeResult, Status
+from gateway.http.shapes import Health, ProbeResult, ProviderProbe, Status
+from gateway.instances.model import INSTANCE_ID_RE
 from gateway.proxy.baggage import baggage_header
+from gateway.relay.anthropic import to_anthropic_request
 
 __all__ = ["HEALTH_TTL", "UPSTREAM_HEALTH", "UPSTREAM_HEALTH_PATH", "UpstreamHealth", "routes"]
 
@@ -110,11 +111,15 @@ async def status(request: web.Request) -> web.Response:
                 "url": app[SETTINGS].relay_url,
                 "default_llm": relay.default_llm,
                 "calls": stats.calls,
+                "proxied_calls": stats.proxied_calls,
                 "instance_calls": stats.instance_calls,
+                "refused_without_baggage": stats.unproxied,
                 "last_call_at": stats.last_call_at,
                 "last_instance_call_at": stats.last_instance_call_at,
             },
+            # Counted by SQL, not by loading every row (issue 12.2).
             instances=await app[REGISTRY].total(),
+            instances_file_problems=app[REGISTRY].file_problems,
         )
     )
 
@@ -128,11 +133,14 @@ async def probe(request: web.Request) -> web.Response:
     """
     require_admin(request)
     relay = request.app[RELAY]
-    probe_id = f"probe-{secrets.token_hex(8)}"
-    landed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    relay.probes[probe_id] = landed
+    ledger = request.app[LEDGER]
+    entry = ledger.issue(None, probe=True)
+    if entry is None:
+        raise GatewayError("Too many requests in flight to run the probe now; retry shortly.")
+    unproxied = relay.stats.unproxied
     upstream_status: int | None = None
     error: str | None = None
+    wired = False
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             async with request.app[UPSTREAM_SESSION].post(
@@ -140,19 +148,25 @@ async def probe(request: web.Request) -> web.Response:
                 json={"content": "powermem-gateway wiring probe", "user_id": PROBE_USER},
                 # The shared upstream session adds no Content-Type of its own (see app.py).
                 headers={
-                    "baggage": baggage_header(probe_id),
+                    **request.app[UPSTREAM].own_headers,  # powermem's API key, if its auth is on
+                    "baggage": baggage_header(None, entry.nonce),
                     "Content-Type": "application/json",
                 },
             ) as response:
                 upstream_status = response.status
                 await response.read()
-            wired = landed.done()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        wired, error = landed.done(), type(exc).__name__
+        error = type(exc).__name__
     finally:
-        del relay.probes[probe_id]
+        wired = ledger.release(entry).calls > 0
     if wired:
         detail = "powermem's LLM call reached the relay with the request's baggage."
+    elif relay.stats.unproxied > unproxied:
+        detail = (
+            "powermem's LLM call reached the relay without the request's baggage: it runs "
+            "without opentelemetry-instrument or without the baggage propagator (see "
+            "`powermem-gateway upstream-env`); such calls are refused, never billed to the .env."
+        )
     elif error:
         detail = f"the probe request to powermem failed ({error})."
     elif upstream_status is not None and upstream_status >= 400:
@@ -164,3 +178,30 @@ async def probe(request: web.Request) -> web.Response:
             "propagation (see `powermem-gateway upstream-env`)."
         )
     return ok(ProbeResult(wired=wired, detail=detail, upstream_status=upstream_status))
+
+
+@routes.post("/gateway/probe/{instance_id}")
+async def probe_provider(request: web.Request) -> web.Response:
+    """A one-token call to one instance's provider, with its key (what `doctor
+    --probe-providers` asks). Admin only: it spends a little of the instance's quota."""
+    require_admin(request)
+    instance_id = request.match_info["instance_id"]
+    if not INSTANCE_ID_RE.match(instance_id):
+        raise InvalidConfig(
+            "instance id must look like pmem-0123456789abcdef.", details={"field": "instance_id"}
+        )
+    relay = request.app[RELAY]
+    target = await relay.target(instance_id)
+    body = {
+        "model": target.model,
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "ping"}],
+    }
+    if target.spec.wire == "anthropic":
+        body = to_anthropic_request(body, model=target.model)
+    try:
+        answer = await relay.pool.post(target, body)
+        answer.release()
+    except ProviderError as exc:
+        return ok(ProviderProbe(ok=False, status=exc.status, detail=exc.message))
+    return ok(ProviderProbe(ok=True, status=answer.status, detail="the provider answered"))

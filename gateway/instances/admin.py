@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import InvalidConfig, ReadOnlyInstance, UnknownInstance
+from gateway.errors import GatewayError, InvalidConfig, ReadOnlyInstance, UnknownInstance
 from gateway.instances import listing
 from gateway.instances.cached_store import CachedStore, to_record
 from gateway.instances.credentials import hash_secret, new_secret
@@ -130,11 +130,20 @@ class RegistryAdmin:
             [row],
             gone_digests=[old.config_digest] if old.config_digest != row.config_digest else [],
         )
-        changed = [n for n in UPDATABLE if n in changes and changes[n] != current.get(n)]
+        changed = [n for n in ("client", "provider", "model") if getattr(config, n) != current[n]]
+        changed += ["base_url"] if config.base_url != old.base_url else []
+        if "api_key" in changes and self._key_changed(old, config.api_key):
+            changed.append("api_key")
         self.audit.record(
             "update", instance_id=instance_id, client=record.client, source=source, fields=changed
         )
         return record
+
+    def _key_changed(self, old: Row, new_key: str) -> bool:
+        try:
+            return self._opener.open(to_record(old)) != new_key
+        except GatewayError:
+            return True  # unreadable before (tampered, dropped): the new key replaces it
 
     async def delete(self, instance_id: str, *, source: str = "") -> None:
         self._refuse_yaml(instance_id)

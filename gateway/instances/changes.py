@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -121,7 +122,10 @@ class ChangeLog:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{CHANGES_FILE}.")
         try:
             os.posix_fallocate(fd, 0, SIZE)
-            os.pwrite(fd, MAGIC + bytes(8), 0)
+            # A random start: a process still holding a replaced file's counter can never
+            # mistake this file's counter for "nothing changed".
+            start = secrets.randbelow(2**62) + 2**32
+            os.pwrite(fd, MAGIC + start.to_bytes(8, "little"), 0)
             os.fsync(fd)
             if replace:
                 os.replace(tmp, self.path)
@@ -149,7 +153,10 @@ class ChangeLog:
 
     def read(self) -> int | None:
         """The change counter, or None when the file cannot be trusted right now."""
-        fd = self._fd
+        return self._counter(self._fd)
+
+    @staticmethod
+    def _counter(fd: int | None) -> int | None:
         if fd is None:
             return None
         try:
@@ -246,7 +253,7 @@ class ChangeLog:
                 return  # no file: see `exclusive`
             raise RuntimeError("announce changes inside ChangeLog.exclusive()")
         try:
-            counter = self.read()
+            counter = self._counter(fd)
             if counter is None:
                 raise OSError(0, "the change counter is unreadable")
             for key in keys:

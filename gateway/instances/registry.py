@@ -5,6 +5,21 @@ A bound request costs one dict lookup and one change-counter read when the recor
 Every write announces itself to every process on the data dir before it commits
 (gateway.instances.changes), so once an update or delete has answered, no process serves the
 old configuration. Every change is also appended to the audit log.
+
+The package, in the order a lookup meets it:
+
+    registry      Registry: lookups, resolve/register with the caps (this module)
+    admin         its management half: listing, update, delete, instance secrets, rotation
+    yamlfile      instances.yaml entries (pydantic), problems reported per entry
+    cache         this process's records, checked against changes (the change file)
+    cached_store  the store seen through that cache, on one worker thread
+    store         the Store protocol; sqlite_db/_store/_keys/_usage implement it, backends
+                  picks one
+    crypto        AES-GCM ciphertexts bound to id, provider and base URL; keystore: which keys
+    keyaccess     opening a key for a call, or refusing it; credentials: instance secrets
+    writes        configuration → row; usage: counters; listing/paging: pages and totals
+    rotation      `secret rotate`; upgrade: v1 → v2 at open; reset: `secret reset`
+    housekeeping  the change file's health, expiry of idle implicit instances
 """
 
 from __future__ import annotations
@@ -12,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +37,13 @@ from gateway.errors import (
 from gateway.files import ensure_private_dir
 from gateway.instances import housekeeping
 from gateway.instances.admin import RegistryAdmin, unknown
+from gateway.instances.backends import open_store
 from gateway.instances.cached_store import CachedStore
 from gateway.instances.changes import ChangeLog
 from gateway.instances.credentials import hash_secret, new_secret, secret_matches
 from gateway.instances.keyaccess import KeyOpener
 from gateway.instances.keystore import KeyStore
 from gateway.instances.model import InstanceConfig, InstanceRecord, candidate_id, config_digest
-from gateway.instances.sqlite_store import SqliteStore
 from gateway.instances.upgrade import upgrade_ciphertexts
 from gateway.instances.usage import UsageBook, current_hour, shape
 from gateway.instances.writes import RowMaker
@@ -64,8 +80,9 @@ class Registry(RegistryAdmin):
             registrations_per_hour=settings.new_instances_per_client_per_hour,
         )
         data_dir = ensure_private_dir(settings.data_dir)
-        store = SqliteStore(data_dir)
-        try:
+        with ExitStack() as undo:  # a refused start leaves no database or file open
+            store = open_store(settings, data_dir)
+            undo.callback(store.close)
             self.keys = KeyStore(
                 data_dir,
                 settings.secret,
@@ -73,19 +90,19 @@ class Registry(RegistryAdmin):
                 key_prefixes=store.key_prefixes,
             )
             changes = ChangeLog(data_dir)
-        except BaseException:
-            store.close()  # a refused start keeps no database open
-            raise
+            undo.callback(changes.close)
+            self._id_key = store.id_key()
+            upgrade_ciphertexts(store, self.keys, changes)
+            self.audit = AuditLog(data_dir)
+            undo.callback(self.audit.close)
+            self._file = InstancesFile(
+                settings.instances_file,
+                seal=lambda key, sealed_for: self.keys.current.encrypt(key, sealed_for),
+                digest=self.digest,
+            )
+            self._file.reload()
+            undo.pop_all()
         self._data = CachedStore(store, changes)
-        self._id_key = store.id_key()
-        upgrade_ciphertexts(store, self.keys, changes)
-        self.audit = AuditLog(data_dir)
-        self._file = InstancesFile(
-            settings.instances_file,
-            seal=lambda key, sealed_for: self.keys.current.encrypt(key, sealed_for),
-            digest=self.digest,
-        )
-        self._file.reload()
         self._rows = RowMaker(self.keys, self.digest)
         self._usage = UsageBook()
         # One creation per configuration in flight; bounded by the requests in flight.

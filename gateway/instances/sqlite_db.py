@@ -18,9 +18,15 @@ from typing import Any
 from gateway.errors import StorageError
 from gateway.files import ensure_private_file
 
-__all__ = ["DB_FILE", "Database", "storage_error"]
+__all__ = ["COLUMNS", "DB_FILE", "SELECT", "Database", "storage_error"]
 
 DB_FILE = "registry.sqlite3"
+# The `instances` columns in `Row` order.
+COLUMNS = (
+    "instance_id, client, provider, model, api_key, masked_key, base_url, config_digest, "
+    "created_at, updated_at, source, secret_hash"
+)
+SELECT = f"SELECT {COLUMNS} FROM instances"
 
 # Each step takes the schema from version n-1 to n; never edit a step once released.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (

@@ -8,30 +8,25 @@ create twins; the total cap is counted inside the creating transaction for the s
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigConflict, InstanceCapReached, StorageError
 from gateway.instances import sqlite_usage
-from gateway.instances.sqlite_db import DB_FILE, Database
+from gateway.instances.sqlite_db import COLUMNS, DB_FILE, SELECT, Database
+from gateway.instances.sqlite_keys import SqliteKeys
 from gateway.instances.store import (
     Announcer,
     BuildNew,
     BuildReplacement,
-    Ciphertext,
     Row,
     UsageDelta,
 )
 
 __all__ = ["DB_FILE", "SqliteStore"]
-
-_COLUMNS = (
-    "instance_id, client, provider, model, api_key, masked_key, base_url, config_digest, "
-    "created_at, updated_at, source, secret_hash"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM instances"
 
 
 def _cap_reached(limit: int) -> InstanceCapReached:
@@ -41,6 +36,20 @@ def _cap_reached(limit: int) -> InstanceCapReached:
         "POWERMEM_GATEWAY_MAX_INSTANCES.",
         details={"limit": limit, "scope": "total"},
     )
+
+
+def _after_the_last(db: Any, row: Row) -> Row:
+    """`row` with a creation stamp later than every stored one (writers are serialised here).
+
+    Pages are ordered by (created_at, instance_id): strictly increasing stamps mean a row
+    created while someone pages always comes after their cursor, never before it.
+    """
+    (last,) = db.execute("SELECT max(created_at) FROM instances").fetchone()
+    if last is None or row.created_at > last:
+        return row
+    later = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    stamp = later.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return replace(row, created_at=stamp, updated_at=stamp)
 
 
 def _filters(
@@ -59,7 +68,7 @@ def _filters(
     return " AND ".join(where), args
 
 
-class SqliteStore:
+class SqliteStore(SqliteKeys):
     """Blocking SQLite access; call it from one worker thread (see `Registry`)."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -69,37 +78,14 @@ class SqliteStore:
     def close(self) -> None:
         self.database.close()
 
-    # -- facts shared by every process ---------------------------------------------------
-
-    def id_key(self) -> bytes:
-        with self.database.write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO meta(name, value) VALUES ('id_key', ?)",
-                (secrets.token_hex(32),),
-            )
-            (value,) = db.execute("SELECT value FROM meta WHERE name='id_key'").fetchone()
-        return bytes.fromhex(value)
-
-    def master_key_id(self) -> str | None:
-        found = self.database.one("SELECT value FROM meta WHERE name='master_key_id'")
-        return str(found[0]) if found else None
-
-    def set_master_key_id(self, key_id: str) -> None:
-        with self.database.write() as db:
-            db.execute(
-                "INSERT INTO meta(name, value) VALUES ('master_key_id', ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (key_id,),
-            )
-
     # -- instances -------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> Row | None:
-        found = self.database.one(f"{_SELECT} WHERE instance_id = ?", (instance_id,))
+        found = self.database.one(f"{SELECT} WHERE instance_id = ?", (instance_id,))
         return Row(*found) if found else None
 
     def by_digest(self, digest: str) -> Row | None:
-        found = self.database.one(f"{_SELECT} WHERE config_digest = ?", (digest,))
+        found = self.database.one(f"{SELECT} WHERE config_digest = ?", (digest,))
         return Row(*found) if found else None
 
     def create(
@@ -112,7 +98,7 @@ class SqliteStore:
         max_total: int = 0,
     ) -> tuple[Row, bool]:
         with self.database.write() as db:
-            found = db.execute(f"{_SELECT} WHERE config_digest = ?", (digest,)).fetchone()
+            found = db.execute(f"{SELECT} WHERE config_digest = ?", (digest,)).fetchone()
             if found:
                 return Row(*found), False
             if max_total > 0:
@@ -124,10 +110,10 @@ class SqliteStore:
                     "SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)
                 ).fetchone():
                     continue
-                row = build(instance_id, self._master_key_id(db))
+                row = _after_the_last(db, build(instance_id, self._master_key_id(db)))
                 announce.changed([row.instance_id], [digest])
                 db.execute(
-                    f"INSERT INTO instances({_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                    f"INSERT INTO instances({COLUMNS}) VALUES ({','.join('?' * 12)})",
                     (
                         row.instance_id,
                         row.client,
@@ -186,12 +172,12 @@ class SqliteStore:
                     "The instance changed while this update was being made; read it and retry.",
                     details={"instance_id": old.instance_id},
                 )
-            found = db.execute(f"{_SELECT} WHERE instance_id = ?", (old.instance_id,)).fetchone()
+            found = db.execute(f"{SELECT} WHERE instance_id = ?", (old.instance_id,)).fetchone()
         return Row(*found)
 
     def delete(self, instance_id: str, *, announce: Announcer) -> Row | None:
         with self.database.write() as db:
-            found = db.execute(f"{_SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
+            found = db.execute(f"{SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
             if not found:
                 return None
             row = Row(*found)
@@ -209,7 +195,7 @@ class SqliteStore:
 
     def _set(self, instance_id: str, column: str, value: str, announce: Announcer) -> Row | None:
         with self.database.write() as db:
-            found = db.execute(f"{_SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
+            found = db.execute(f"{SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
             if not found:
                 return None
             announce.changed([instance_id], [found[7]])
@@ -217,7 +203,7 @@ class SqliteStore:
                 f"UPDATE instances SET {column} = ? WHERE instance_id = ?",
                 (value, instance_id),
             )
-            found = db.execute(f"{_SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
+            found = db.execute(f"{SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
         return Row(*found)
 
     def set_secret_hash(
@@ -233,7 +219,7 @@ class SqliteStore:
     ) -> list[Row]:
         with self.database.write() as db:
             found = db.execute(
-                f"{_SELECT} WHERE source = ? AND coalesce((SELECT last_used_at FROM usage u "
+                f"{SELECT} WHERE source = ? AND coalesce((SELECT last_used_at FROM usage u "
                 "WHERE u.instance_id = instances.instance_id), created_at) < ? LIMIT ?",
                 (source, unused_before, limit),
             ).fetchall()
@@ -258,7 +244,7 @@ class SqliteStore:
         if after is not None:
             where = " AND ".join(filter(None, ["(created_at, instance_id) > (?, ?)", where]))
             args = [*after, *args]
-        sql = f"{_SELECT} {'WHERE ' + where if where else ''} "
+        sql = f"{SELECT} {'WHERE ' + where if where else ''} "
         sql += "ORDER BY created_at, instance_id LIMIT ?"
         return [Row(*r) for r in self.database.all(sql, (*args, limit))]
 
@@ -266,42 +252,6 @@ class SqliteStore:
         where, args = _filters(client, provider, exclude)
         sql = f"SELECT count(*) FROM instances {'WHERE ' + where if where else ''}"
         return int(self.database.one(sql, tuple(args))[0])
-
-    # -- stored keys ----------------------------------------------------------------------------
-
-    def ciphertexts(self) -> list[Ciphertext]:
-        found = self.database.all("SELECT instance_id, api_key, provider, base_url FROM instances")
-        return [Ciphertext(*f) for f in found]
-
-    def key_prefixes(self) -> dict[str, int]:
-        found = self.database.all(
-            "SELECT substr(api_key, 1, instr(substr(api_key, 4), '.') + 3), count(*) "
-            "FROM instances WHERE api_key != '' GROUP BY 1"
-        )
-        return {str(prefix): int(count) for prefix, count in found}
-
-    def swap_ciphertexts(
-        self, swaps: Sequence[tuple[str, str, str]], *, announce: Announcer
-    ) -> list[Row]:
-        done: list[Row] = []
-        with self.database.write() as db:
-            announce.changed([instance_id for instance_id, _, _ in swaps], [])
-            for instance_id, old, new in swaps:
-                changed = db.execute(
-                    "UPDATE instances SET api_key = ? WHERE instance_id = ? AND api_key = ?",
-                    (new, instance_id, old),
-                ).rowcount
-                if changed:
-                    found = db.execute(
-                        f"{_SELECT} WHERE instance_id = ?", (instance_id,)
-                    ).fetchone()
-                    done.append(Row(*found))
-        return done
-
-    def drop_ciphertexts(self, *, announce: Announcer) -> int:
-        with self.database.write() as db:
-            announce.changed_all()
-            return int(db.execute("UPDATE instances SET api_key = '' WHERE api_key != ''").rowcount)
 
     # -- usage ----------------------------------------------------------------------------------
 

@@ -133,7 +133,9 @@ class Store(Protocol):
         """The row for `digest`, made from the first free candidate id if there is none.
 
         False when it existed. With `max_total` > 0, raises `InstanceCapReached` instead of
-        creating the row that would pass it (counted inside the same transaction).
+        creating the row that would pass it (counted inside the same transaction). The new
+        row's `created_at` is later than every stored one (the store adjusts it if needed),
+        so a page cursor never skips a row created while someone pages.
         """
         ...
 

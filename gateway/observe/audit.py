@@ -49,6 +49,8 @@ Action = Literal[
     "secret_rotate",
     "secret_revoke",
     "secret_reset",
+    # The relay's: a call no request forwarded by the gateway explains (issue 9.4).
+    "relay_refused",
     # This file's own: a rotation, and how many old entries left with the oldest file.
     "audit_rotated",
 ]

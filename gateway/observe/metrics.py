@@ -90,6 +90,12 @@ class Metrics:
             labels,
             registry=r,
         )
+        self.relay_refused = Counter(
+            "powermem_gateway_relay_refused",
+            "Relay calls refused: no gateway baggage, or a nonce of no request in flight.",
+            ["reason"],
+            registry=r,
+        )
         self.upstream_restarts = Gauge(
             "powermem_gateway_upstream_restarts",
             "Times the managed powermem server was restarted since the gateway started.",

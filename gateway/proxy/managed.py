@@ -1,16 +1,24 @@
 """Run the stock powermem-server as a child process: start, watch, restart, stop.
 
 The child runs as `opentelemetry-instrument powermem-server --host 127.0.0.1 --port N
---no-open-browser` in its own process group (so uvicorn workers die with it), with the
-environment of `upstream_env.upstream_environment`, in `<data_dir>/upstream` (a directory we
-own: `opentelemetry-instrument` puts the cwd first on PYTHONPATH, and powermem looks for a
-`.env` and writes relative log paths there). Its output goes to `<data_dir>/upstream.log`.
+--no-open-browser` under `gateway.proxy.lifeline`, in its own process group (so uvicorn
+workers die with it), with the environment of `upstream_env.upstream_environment`, in
+`<data_dir>/upstream` (a directory we own: `opentelemetry-instrument` puts the cwd first on
+PYTHONPATH, and powermem looks for a `.env` and writes relative log paths there). Its output
+goes to `<data_dir>/upstream.log`.
+
+It dies with the gateway however the gateway dies: the launcher holds the read end of a pipe
+whose write end only the gateway has, and stops the group when that pipe closes. A group an
+earlier gateway left running anyway is found through the pid file and stopped first
+(`gateway.proxy.stale`). With a `UpstreamStateFile`, every change of state is published for
+the workers of the same `serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -21,11 +29,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 
 from gateway.errors import UpstreamStarting, UpstreamUnavailable
-from gateway.proxy.upstream_env import is_replaced_setting, upstream_environment
+from gateway.files import write_private_file_once
+from gateway.proxy import stale
+from gateway.proxy.upstream import UpstreamState, UpstreamStateFile
+from gateway.proxy.upstream_env import is_replaced_setting, own_headers, upstream_environment
 from gateway.settings import Settings
 
 __all__ = ["HEALTH_PATH", "ManagedUpstream", "free_port"]
@@ -39,6 +51,11 @@ _STABLE_AFTER = 60.0
 # Settings that name files; relative ones are resolved against the gateway's own cwd, where a
 # user running `powermem-server` by hand would have had them.
 _PATH_SETTINGS = ("SQLITE_PATH", "OCEANBASE_PATH", "GRAPH_STORE_PATH")
+_WORKDIR_ENV = (
+    "# Left empty by powermem-gateway on purpose: the managed powermem gets its settings\n"
+    "# from its environment (see gateway/proxy/upstream_env.py), not from a .env.\n"
+)
+_OPENAI_FALLBACKS = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 _SECRET_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
 
@@ -62,13 +79,18 @@ class ManagedUpstream:
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
         max_backoff: float = 30.0,
+        state: UpstreamStateFile | None = None,
     ) -> None:
         """`env` is the user's `.env` (see `read_env_file`); `relay_url` defaults to ours."""
         self._settings = settings
+        self._state = state
         self._workdir = settings.data_dir / "upstream"
         self.log_path = settings.data_dir / "upstream.log"
+        # The OpenAI fallbacks may come from the shell rather than the .env (see
+        # upstream_environment): the embedder keeps using them, powermem's LLM never does.
+        inherited = {k: os.environ[k] for k in _OPENAI_FALLBACKS if os.environ.get(k)}
         upstream = upstream_environment(
-            env,
+            {**inherited, **env},
             relay_url=relay_url or settings.relay_url,
             relay_token=relay_token,
             data_dir=settings.data_dir,
@@ -77,6 +99,8 @@ class ManagedUpstream:
             if (value := upstream.get(name)) and not Path(value).expanduser().is_absolute():
                 upstream[name] = str(Path.cwd() / value)
         self._env = self._child_environment(upstream)
+        # powermem reads its auth settings from this same environment.
+        self.own_headers: Mapping[str, str] = own_headers(self._env)
         self._secrets = [v for k, v in upstream.items() if len(v) >= 6 and _is_secret(k)]
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -89,6 +113,8 @@ class ManagedUpstream:
         self._watcher: asyncio.Task[None] | None = None
         self._backoff = _FIRST_BACKOFF
         self._ready_since = 0.0
+        self._lifeline: int | None = None
+        self.starting_since: float | None = None
 
     @staticmethod
     def _child_environment(upstream: Mapping[str, str]) -> dict[str, str]:
@@ -126,8 +152,13 @@ class ManagedUpstream:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
-        """Spawn the server, wait until it is healthy, then watch it (restart if it dies)."""
+        """Spawn the server, wait until it is healthy, then watch it (restart if it dies).
+
+        A server an earlier gateway left running on this data dir is stopped first.
+        """
         self._stopping = False
+        self._publish()
+        await asyncio.to_thread(stale.stop_stale, self._settings.data_dir)
         await self._spawn_and_wait()
         self._watcher = asyncio.create_task(self._watch(), name="powermem-upstream-watcher")
 
@@ -151,8 +182,26 @@ class ManagedUpstream:
     ) -> None:
         await self.stop()
 
-    def _command(self) -> list[str]:
+    def _publish(self) -> None:
+        if self._state is not None:
+            self._state.write(
+                UpstreamState(
+                    ready=self.ready,
+                    port=self._port,
+                    pid=self.pid or 0,
+                    restarts=self.restarts,
+                    retry_after=max(1, round(self._backoff)),
+                )
+            )
+
+    def _command(self, lifeline: int) -> list[str]:
         return [
+            sys.executable,
+            "-m",
+            "gateway.proxy.lifeline",
+            str(lifeline),
+            str(self.stop_timeout),
+            "--",
             "opentelemetry-instrument",
             *shlex.split(self._settings.powermem_command),
             "--host",
@@ -175,11 +224,17 @@ class ManagedUpstream:
         self._ready = False
         self._port = free_port()
         self._workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # powermem loads the first .env it finds (cwd, then ~/.powermem/.env) into its
+        # environment; one here, empty, keeps the user's file from re-adding what
+        # upstream_environment took out (OPENAI_BASE_URL would divert its LLM calls).
+        write_private_file_once(self._workdir / ".env", _WORKDIR_ENV)
         fd = self._open_log()
-        started = time.monotonic()
+        started = self.starting_since = time.monotonic()
+        self._close_lifeline()
+        read_end, self._lifeline = os.pipe()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self._command(),
+                *self._command(read_end),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=fd,
                 stderr=asyncio.subprocess.STDOUT,
@@ -187,17 +242,23 @@ class ManagedUpstream:
                 cwd=self._workdir,
                 start_new_session=True,
                 umask=0o077,
+                pass_fds=(read_end,),
             )
         except OSError as exc:
             raise UpstreamUnavailable(
-                f"Could not run {self._settings.powermem_command!r} under opentelemetry-instrument "
-                f"({exc.strerror}); install it with: pip install 'powermem-gateway[managed]'."
+                f"Could not start the powermem server ({exc.strerror}); install it with: "
+                "pip install -e '.[managed]' (from the gateway's checkout)."
             ) from None
         finally:
             os.close(fd)
+            os.close(read_end)
+        stale.record(self._settings.data_dir, self._proc.pid)
+        self._publish()
         await self._wait_healthy(started)
         self._ready = True
+        self.starting_since = None
         self._ready_since = time.monotonic()
+        self._publish()
         log.info(
             "powermem server ready on port %d (pid %d) after %.1fs",
             self._port,
@@ -212,8 +273,10 @@ class ManagedUpstream:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.monotonic() - started < self.startup_timeout:
                 if self._proc.returncode is not None:
+                    code = self._proc.returncode
+                    await self._terminate()
                     raise UpstreamUnavailable(
-                        f"The powermem server exited with code {self._proc.returncode} while "
+                        f"The powermem server exited with code {code} while "
                         f"starting. Last lines of {self.log_path}:\n{self.log_tail()}"
                     )
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
@@ -226,6 +289,19 @@ class ManagedUpstream:
             f"The powermem server did not become healthy within {self.startup_timeout:.0f}s. "
             f"Last lines of {self.log_path}:\n{self.log_tail()}"
         )
+
+    def last_log_line(self) -> str:
+        """What powermem said last (the message of a JSON log line), for progress displays."""
+        for line in reversed(self.log_tail(5).splitlines()):
+            line = line.strip()
+            if not line:
+                continue
+            with contextlib.suppress(ValueError):
+                record: Any = json.loads(line)
+                if isinstance(record, dict) and isinstance(record.get("message"), str):
+                    return str(record["message"])
+            return line
+        return ""
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the server's log, with known secrets blanked out."""
@@ -246,6 +322,7 @@ class ManagedUpstream:
             if self._stopping:
                 return
             self._ready = False
+            self._publish()
             await self._terminate()  # its workers may outlive it
             if time.monotonic() - self._ready_since > _STABLE_AFTER:
                 self._backoff = _FIRST_BACKOFF  # a crash after a good run is not a crash loop
@@ -254,6 +331,7 @@ class ManagedUpstream:
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self.max_backoff, self._backoff * 2)
                 self.restarts += 1
+                self._publish()
                 try:
                     await self._spawn_and_wait()
                     break
@@ -272,6 +350,14 @@ class ManagedUpstream:
             log.warning("powermem server ignored SIGTERM for %.0fs; killing it", self.stop_timeout)
         self._signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()
+        self._close_lifeline()
+        stale.forget(self._settings.data_dir)
+        self._publish()
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

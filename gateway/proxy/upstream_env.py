@@ -21,8 +21,11 @@ from gateway.instances.model import InstanceConfig
 
 __all__ = [
     "RELAY_MODEL",
+    "UnportableValue",
+    "client_rate_limit",
     "default_llm",
     "is_replaced_setting",
+    "own_headers",
     "read_env_file",
     "render_env",
     "upstream_environment",
@@ -35,11 +38,12 @@ RELAY_MODEL = "gateway-relay"
 # gateway every client has the gateway's IP (DESIGN.md §2). Limits per instance live here.
 _RATE_LIMIT_PER_MINUTE = "1000000"
 
-# Names that only ever configure powermem's LLM (never its embedder, reranker or storage).
-# OPENAI_API_KEY / OPENAI_BASE_URL / DASHSCOPE_* / QWEN_API_KEY / AZURE_* / ZAI_API_KEY /
-# GOOGLE_API_KEY stay: powermem's embedders fall back to them.
+# Names that only ever configure powermem's LLM (never its embedder, reranker or storage),
+# plus OPENAI_BASE_URL and OPENAI_API_BASE (see upstream_environment). OPENAI_API_KEY /
+# DASHSCOPE_* / QWEN_API_KEY / AZURE_* / ZAI_API_KEY / GOOGLE_API_KEY stay: powermem's
+# embedders fall back to them.
 _LLM_ONLY = re.compile(
-    r"^(LLM_.*|[A-Z]+_LLM_BASE_URL|[A-Z]+_LLM_DEFAULT_HEADERS|ANTHROPIC_.*|DEEPSEEK_.*"
+    r"^(LLM_.*|OPENAI_BASE_URL|OPENAI_API_BASE|[A-Z]+_LLM_BASE_URL|[A-Z]+_LLM_DEFAULT_HEADERS|ANTHROPIC_.*|DEEPSEEK_.*"
     r"|OPENROUTER_.*|ZAI_BASE_URL|ZHIPU_API_KEY|VLLM_API_KEY|GEMINI_API_KEY"
     r"|SILICONFLOW_API_KEY|OTEL_.*)$"
 )
@@ -158,6 +162,14 @@ def upstream_environment(
     """
     out = {k: v for k, v in env.items() if not _LLM_ONLY.match(k)}
     out.update(dict.fromkeys(_SHADOWED, ""))
+    # powermem's OpenAI LLM and embedder configs accept `openai_base_url` as their first
+    # alias, and pydantic-settings matches environment names without regard to case: an
+    # OPENAI_BASE_URL in powermem's environment wins over OPENAI_LLM_BASE_URL, so its LLM
+    # calls would skip the relay (and carry the relay token elsewhere). It never reaches
+    # powermem (see _LLM_ONLY); the embedder keeps the endpoint it used, made explicit.
+    fallback = _first(env, "OPENAI_API_BASE", "OPENAI_BASE_URL")
+    if fallback and not env.get("OPENAI_EMBEDDING_BASE_URL", "").strip():
+        out["OPENAI_EMBEDDING_BASE_URL"] = fallback
     out.update(
         {
             "LLM_PROVIDER": "openai",
@@ -186,18 +198,75 @@ def upstream_environment(
     return out
 
 
-def _quote(value: str) -> str:
-    if value and re.fullmatch(r"[A-Za-z0-9_./:@,+=-]+", value):
-        return value
-    # dotenv's single quotes are literal (no ${VAR} expansion) except for \\ and \'.
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
+class UnportableValue(InvalidConfig):
+    """A value no env-file format can carry the same way for every reader."""
+
+
+# What docker/podman `--env-file`, compose `env_file`, systemd `EnvironmentFile` and
+# python-dotenv all read back unchanged when written bare: no quotes, no escapes, no
+# expansion. Leading/trailing blanks, a leading quote, `#` after a blank (a comment for
+# dotenv and systemd), `${` (expanded by dotenv), backslashes (escapes for systemd) and line
+# breaks would each be read differently by one of them.
+_UNPORTABLE = re.compile(r"^\s|\s$|^[\'\"#]|\s#|\$\{|\\|[\r\n\0]")
 
 
 def render_env(env: Mapping[str, str]) -> str:
-    """`KEY=value` lines in dotenv syntax, sorted, read back by `read_env_file` unchanged.
+    """`KEY=value` lines, sorted, in the one format every env-file reader agrees on.
+
+    Values are written bare, an empty value as `KEY=`. A value that some reader would
+    change (see `_UNPORTABLE`) raises `UnportableValue` naming the variable, rather than
+    producing a file that works with one tool and silently breaks another.
 
     The output contains the relay token and whatever secrets the `.env` holds (storage
     passwords, embedding keys): it is meant for the operator's own server configuration.
     """
-    return "".join(f"{k}={_quote(v)}\n" for k, v in sorted(env.items()))
+    for name, value in env.items():
+        if _UNPORTABLE.search(value):
+            raise UnportableValue(
+                f"{name} in the .env has a value that env-file readers disagree about "
+                "(surrounding blanks, quotes, '#', '${', backslashes or line breaks); set "
+                f"{name} in that server's environment directly, or simplify the value.",
+                details={"field": name},
+            )
+    return "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
+
+
+def _boolish(value: str) -> bool | None:
+    text = value.strip().lower()
+    if text in {"1", "true", "t", "yes", "y", "on", "enabled"}:
+        return True
+    if text in {"0", "false", "f", "no", "n", "off", "disabled"}:
+        return False
+    return None
+
+
+# powermem's own default (server/config.py: rate_limit_per_minute).
+POWERMEM_RATE_LIMIT_PER_MINUTE = 100
+
+
+def client_rate_limit(env: Mapping[str, str]) -> int | None:
+    """powermem's per-client limit (requests per minute) as its `.env` sets it; None: off.
+
+    Behind the gateway powermem sees one client (the gateway), so the gateway runs it with
+    that limit lifted and applies this one per client address instead (issue 11.7).
+    """
+    if _boolish(env.get("POWERMEM_SERVER_RATE_LIMIT_ENABLED", "true")) is False:
+        return None
+    raw = env.get("POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE", "").strip()
+    if not raw:
+        return POWERMEM_RATE_LIMIT_PER_MINUTE
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidConfig(
+            f"POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE={raw[:20]!r} in the .env is not a positive "
+            "whole number of requests per minute.",
+            details={"field": "POWERMEM_SERVER_RATE_LIMIT_PER_MINUTE"},
+        )
+    return int(raw)
+
+
+def own_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """Headers for the gateway's own calls to powermem: its API key when its auth is on."""
+    if not _boolish(env.get("POWERMEM_SERVER_AUTH_ENABLED", "false")):
+        return {}
+    keys = [k.strip() for k in env.get("POWERMEM_SERVER_API_KEYS", "").split(",") if k.strip()]
+    return {"X-API-Key": keys[0]} if keys else {}

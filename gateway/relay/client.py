@@ -1,49 +1,221 @@
-"""Outbound calls to LLM providers: pooled sessions, bounded retries, bounded time.
+"""Outbound calls to LLM providers: pooled connections, bounded retries, one deadline.
 
-One `ClientSession` per provider origin keeps connections (and TLS sessions) warm across
-calls. Requests are built from scratch, so nothing the caller sent (its `baggage`,
-`traceparent`, or our relay token) can reach a provider, and redirects are never followed:
-a redirect could carry the key to a host nobody registered.
+Requests are built from scratch, so nothing the caller sent (its `baggage`, `traceparent`, our
+relay token) can reach a provider; there is no cookie jar, no proxy from the environment, and
+redirects are never followed (a redirect could carry the key to a host nobody registered).
+Connections are pooled per origin in an LRU of `MAX_ORIGINS` pools, each at most `PER_ORIGIN`
+connections and closed after `IDLE` seconds unused, so a thousand client base URLs cost a
+bounded amount of memory and descriptors.
 
-Calls to a client-chosen base URL go through sessions of their own, whose resolver applies the
-base-URL policy (`gateway.policy.baseurls`) to every address a name resolves to; address literals,
-which aiohttp never hands to a resolver, are checked before the call.
+Calls to a client-chosen base URL (`Target.client_url`) resolve the host name under the
+base-URL policy (`gateway.policy.baseurls`) and connect only to the addresses it approves;
+an address literal is checked before anything is resolved.
+
+One deadline covers a call, retries included (`deadline`, `--relay-deadline`): 429 and 5xx
+answers and connection failures are retried with backoff (honouring Retry-After) while time is
+left, and the error says which provider and after how long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import logging
 import random
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from gateway.errors import ProviderError
-from gateway.policy.baseurls import AddressRefused, PolicyResolver, UrlPolicy
+from gateway.errors import BaseUrlRefused, ProviderError
+from gateway.policy.baseurls import AddressRefused, PolicyResolver, UrlPolicy, parse_host
 from gateway.relay.anthropic import from_anthropic_error
 from gateway.relay.target import Target
+from gateway.wire.client import ClientConnection, UpstreamBroke
+from gateway.wire.heads import Header, request_head
+from gateway.wire.pool import Pool, PoolBusy, PoolClosed
 
-__all__ = ["ProviderPool"]
-
-log = logging.getLogger("gateway.relay")
+__all__ = ["ProviderAnswer", "ProviderPool"]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_AFTER = 10.0
+MAX_ORIGINS = 256
+PER_ORIGIN = 64
+IDLE = 30.0
+DNS_TTL = 60.0
+MAX_DNS = 1024
+# A provider's whole (non-streamed) answer is read into memory up to this size.
+MAX_ANSWER = 16 * 1024 * 1024
+ERROR_BODY = 64 * 1024
 
 
-def _retry_delay(attempt: int, response: aiohttp.ClientResponse | None) -> float:
-    if response is not None:
-        try:
-            after = float(response.headers.get("Retry-After", ""))
-            return min(max(after, 0.0), MAX_RETRY_AFTER)
-        except ValueError:
-            pass
+def _retry_delay(attempt: int, retry_after: bytes | None) -> float:
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER)
     backoff: float = min(0.25 * 2.0**attempt, 4.0)
     return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
+
+
+class ProviderAnswer:
+    """A provider's answer as it arrives (the `ResponseSink` of one call)."""
+
+    def __init__(self, pool: Pool, conn: ClientConnection, *, stall: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._pool = pool
+        self._conn = conn
+        self._stall = stall
+        self.head: asyncio.Future[int] = loop.create_future()
+        self.status = 0
+        self.headers: list[Header] = []
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.complete = False
+        self.failed: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_chunk: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException | None], None] | None = None
+        self._on_flush: Callable[[], None] | None = None
+        self._released = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def content_type(self) -> str:
+        for key, value in self.headers:
+            if key == b"content-type":
+                return value.split(b";", 1)[0].strip().decode("latin-1").lower()
+        return ""
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    # -- ResponseSink -------------------------------------------------------------------------
+
+    def response_head(self, status: int, headers: list[Header], keep_alive: bool) -> None:
+        self.status, self.headers = status, headers
+        if not self.head.done():
+            self.head.set_result(status)
+        self._arm()
+
+    def response_body(self, chunk: bytes) -> None:
+        self._arm()
+        if self._on_chunk is not None:
+            self._on_chunk(chunk)
+            return
+        self._size += len(chunk)
+        if self._size > MAX_ANSWER:
+            self._conn.close()
+            return
+        self._chunks.append(chunk)
+
+    def response_flush(self) -> None:
+        if self._on_flush is not None:
+            self._on_flush()
+        self._wake()
+
+    def response_end(self) -> None:
+        self.complete = True
+        self._finish(None)
+
+    def response_failed(self, exc: BaseException) -> None:
+        self.failed = exc
+        if not self.head.done():
+            self.head.set_exception(exc)
+            self.head.exception()  # nobody may be waiting any more
+        self._finish(exc)
+
+    def upstream_paused(self) -> None:
+        pass  # the request body is written in one piece
+
+    def upstream_resumed(self) -> None:
+        pass
+
+    # -- the caller's side --------------------------------------------------------------------
+
+    async def read(self, limit: int = MAX_ANSWER) -> bytes:
+        """The whole body; `UpstreamBroke` if it breaks off or passes `limit`."""
+        while not self.complete:
+            if self.failed is not None:
+                raise UpstreamBroke(str(self.failed))
+            if self._size > limit:
+                raise UpstreamBroke("the answer is too large")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return b"".join(self._chunks)
+
+    def stream(
+        self,
+        on_chunk: Callable[[bytes], None],
+        on_end: Callable[[BaseException | None], None],
+        on_flush: Callable[[], None],
+    ) -> None:
+        """Hand every chunk to `on_chunk` as it comes, `on_flush` after each read, then end."""
+        chunks, self._chunks = self._chunks, []
+        for chunk in chunks:
+            on_chunk(chunk)
+        if self.complete or self.failed is not None:
+            on_end(self.failed)
+            return
+        self._on_chunk, self._on_end, self._on_flush = on_chunk, on_end, on_flush
+        if chunks:
+            on_flush()
+
+    def pause(self) -> None:
+        self._conn.pause_reading()
+
+    def resume(self) -> None:
+        self._conn.resume_reading()
+
+    def release(self) -> None:
+        """Give the connection back (kept only after a complete answer)."""
+        if not self._released:
+            self._released = True
+            if self._timer is not None:
+                self._timer.cancel()
+            self._pool.release(self._conn, reuse=self.complete and self.failed is None)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _finish(self, failure: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end(failure)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _arm(self) -> None:
+        """A provider that stops sending mid-answer for `stall` seconds is cut off."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._stall
+        if self._timer is None and not self.complete:
+            self._timer = loop.call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.complete or self.failed is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+            return
+        self.failed = TimeoutError("the provider stopped sending")
+        self._conn.close()
 
 
 class ProviderPool:
@@ -52,120 +224,204 @@ class ProviderPool:
         *,
         timeout: float,
         retries: int,
+        deadline: float | None = None,
         policy: UrlPolicy | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
+        """`timeout`: the most one attempt may wait for an answer's head, or one pause in a
+        streamed answer; `deadline`: the most a whole call may take, retries included."""
         self._timeout = timeout
         self._retries = retries
+        self._deadline = deadline if deadline is not None else timeout * (retries + 1)
         self._policy = policy if policy is not None else UrlPolicy(allow_private=True)
-        # The name resolution under the policy (a test may hand in its own records).
         self._resolver = resolver
-        self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
-
-    def _session(self, url: URL, *, guarded: bool) -> aiohttp.ClientSession:
-        origin = (str(url.origin()), guarded)
-        session = self._sessions.get(origin)
-        if session is None or session.closed:
-            resolver = PolicyResolver(self._policy, self._resolver) if guarded else None
-            session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=min(10.0, self._timeout), sock_read=self._timeout
-                ),
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, resolver=resolver),
-                # Nothing from the environment: no proxy variables, no .netrc credentials.
-                trust_env=False,
-            )
-            self._sessions[origin] = session
-        return session
+        self._pools: OrderedDict[tuple[str, str, int, bool], Pool] = OrderedDict()
+        self._dns: OrderedDict[tuple[str, int, bool], tuple[float, list[str]]] = OrderedDict()
+        self._tls: ssl.SSLContext | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
 
-    async def post(self, target: Target, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST `body` to the target; a 2xx response (body unread) or a `ProviderError`.
+    # -- connections ----------------------------------------------------------------------------
 
-        Retries 429/5xx and connection failures a bounded number of times with backoff,
-        honouring Retry-After. The caller must release the returned response.
-        """
+    def _pool(self, url: URL, *, guarded: bool) -> Pool:
+        key = (url.scheme, url.host or "", url.port or 0, guarded)
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+            return pool
+        pool = Pool(
+            lambda: self._connect(url, guarded=guarded),
+            limit=PER_ORIGIN,
+            acquire_timeout=min(10.0, self._timeout),
+            connect_timeout=min(10.0, self._timeout),
+            idle_timeout=IDLE,
+        )
+        self._pools[key] = pool
+        while len(self._pools) > MAX_ORIGINS:
+            _, evicted = self._pools.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(evicted.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return pool
+
+    async def _addresses(self, host: str, port: int, *, guarded: bool) -> list[str]:
+        key = (host, port, guarded)
+        now = time.monotonic()
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if parse_host(host) is not None:
+            # An address literal: nothing to resolve, and `post` has checked it already.
+            return [host.strip("[]")]
+        inner = self._resolver if self._resolver is not None else ThreadedResolver()
+        resolver = PolicyResolver(self._policy, inner) if guarded else inner
+        found = await resolver.resolve(host, port, socket.AF_UNSPEC)
+        addresses = [r["host"] for r in found]
+        self._dns[key] = (now + DNS_TTL, addresses)
+        self._dns.move_to_end(key)
+        while len(self._dns) > MAX_DNS:
+            self._dns.popitem(last=False)
+        return addresses
+
+    async def _connect(self, url: URL, *, guarded: bool) -> ClientConnection:
+        host = url.host or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        tls = self._tls_context() if url.scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        last: OSError | None = None
+        for address in await self._addresses(host, port, guarded=guarded):
+            try:
+                _, conn = await loop.create_connection(
+                    ClientConnection,
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+                return conn
+            except OSError as exc:
+                last = exc
+        raise last or OSError(f"no address for {host}")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def post(self, target: Target, body: dict[str, Any]) -> ProviderAnswer:
+        """POST `body`; a 2xx answer (body not yet read; `release()` it) or `ProviderError`."""
         url = URL(target.url)
-        payload = json.dumps(body, ensure_ascii=False).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if body.get("stream") else "application/json",
-            "User-Agent": "powermem-gateway",
-            **target.auth_headers(),
-        }
-        if target.spec.wire == "anthropic":
-            headers["anthropic-version"] = "2023-06-01"
         if target.client_url:
             self._policy.check_host(url.host or "")
-        session = self._session(url, guarded=target.client_url)
-        for attempt in range(self._retries + 1):
-            last = attempt == self._retries
-            response: aiohttp.ClientResponse | None = None
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        head = _head(url, target, payload, stream=body.get("stream") is True)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ends = started + self._deadline
+        pool = self._pool(url, guarded=target.client_url)
+        attempt = 0
+        while True:
+            answer: ProviderAnswer | None = None
+            failure: ProviderError
             try:
-                async with asyncio.timeout(self._timeout):
-                    answer = await session.post(
-                        url, data=payload, headers=headers, allow_redirects=False
-                    )
-            except TimeoutError:
-                if last:
-                    raise ProviderError(
-                        f"{target.spec.name} did not answer within {self._timeout:g}s.",
-                        status=504,
-                        error_type="timeout",
-                    ) from None
-            except aiohttp.ClientError as exc:
-                refused = getattr(exc, "os_error", None)
-                if isinstance(refused, AddressRefused):
-                    raise refused.error from None  # the policy's answer, never retried
-                if last:
-                    raise ProviderError(
-                        f"Cannot reach {target.spec.name} at {url.origin()} "
-                        f"({type(exc).__name__}); check the instance's base_url.",
-                        status=502,
-                    ) from None
+                answer = await self._attempt(pool, head + payload, ends)
+            except BaseUrlRefused:
+                raise
+            except AddressRefused as exc:
+                raise exc.error from None
+            except TimeoutError:  # before OSError, of which it is a subclass
+                failure = ProviderError(
+                    f"{target.spec.name} did not answer within "
+                    f"{loop.time() - started:.3g}s (relay deadline {self._deadline:g}s).",
+                    status=504,
+                    error_type="timeout",
+                )
+            except (OSError, UpstreamBroke, PoolBusy, PoolClosed) as exc:
+                failure = ProviderError(
+                    f"Cannot reach {target.spec.name} at {url.origin()} "
+                    f"({type(exc).__name__}); check the instance's base_url.",
+                    status=502,
+                )
             else:
                 if answer.status < 300:
                     return answer
-                if answer.status not in RETRY_STATUSES or last:
-                    raise await self._error(target, answer)
-                answer.release()
-                response = answer
-            delay = _retry_delay(attempt, response)
-            log.info(
-                "%s answered %s, retry %d in %.2fs",
-                target.spec.name,
-                response.status if response is not None else "no response",
-                attempt + 1,
-                delay,
-            )
+                failure = await self._error(target, answer)
+            retry_after = answer.header(b"retry-after") if answer is not None else None
+            retriable = answer is None or answer.status in RETRY_STATUSES
+            delay = _retry_delay(attempt, retry_after)
+            if not retriable or attempt >= self._retries or loop.time() + delay >= ends:
+                raise failure
+            attempt += 1
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
-    async def _error(self, target: Target, response: aiohttp.ClientResponse) -> ProviderError:
-        async with response:
-            if 300 <= response.status < 400:
+    async def _attempt(self, pool: Pool, data: bytes, ends: float) -> ProviderAnswer:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(min(ends, loop.time() + self._timeout)):
+            conn = await pool.acquire()
+            answer = ProviderAnswer(pool, conn, stall=self._timeout)
+            conn.send(answer, data)
+            try:
+                await answer.head
+            except BaseException:
+                answer.release()
+                raise
+        return answer
+
+    async def _error(self, target: Target, answer: ProviderAnswer) -> ProviderError:
+        try:
+            if 300 <= answer.status < 400:
                 return ProviderError(
-                    f"{target.spec.name} answered with a redirect ({response.status}); "
+                    f"{target.spec.name} answered with a redirect ({answer.status}); "
                     "redirects are not followed: fix the instance's base_url.",
                     status=502,
                 )
-            raw = await response.content.read(64 * 1024)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    raw = (await answer.read(ERROR_BODY))[:ERROR_BODY]
+            except (UpstreamBroke, TimeoutError):
+                raw = b""
+        finally:
+            answer.release()
         if target.spec.wire == "anthropic":
-            message, error_type = from_anthropic_error(response.status, raw)
+            message, error_type = from_anthropic_error(answer.status, raw)
         else:
             message, error_type = _openai_error_text(raw)
         # A provider may echo what it was sent; never let the key travel back in a message.
         if target.api_key:
             message = message.replace(target.api_key, "[redacted]")
         return ProviderError(
-            f"{target.spec.name} returned {response.status}: {message[:500]}",
-            status=response.status,
+            f"{target.spec.name} returned {answer.status}: {message[:500]}",
+            status=answer.status,
             error_type=error_type,
         )
+
+
+def _head(url: URL, target: Target, payload: bytes, *, stream: bool) -> bytes:
+    port = url.port
+    default = 443 if url.scheme == "https" else 80
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    authority = host if port in (None, default) else f"{host}:{port}"
+    headers: list[Header] = [
+        (b"Host", authority.encode()),
+        (b"Content-Type", b"application/json"),
+        (b"Accept", b"text/event-stream" if stream else b"application/json"),
+        # Never compressed: the relay reads (and scrubs) what it passes on.
+        (b"Accept-Encoding", b"identity"),
+        (b"User-Agent", b"powermem-gateway"),
+        (b"Content-Length", str(len(payload)).encode()),
+    ]
+    headers += [(k.encode(), v.encode()) for k, v in target.auth_headers().items()]
+    if target.spec.wire == "anthropic" and not any(k == b"anthropic-version" for k, _ in headers):
+        headers.append((b"anthropic-version", b"2023-06-01"))
+    return request_head(b"POST", url.raw_path_qs.encode(), headers)
 
 
 def _openai_error_text(raw: bytes) -> tuple[str, str]:

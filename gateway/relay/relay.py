@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError, InvalidHeader
@@ -29,12 +28,17 @@ class RelayStats:
     """What the relay has seen since start: proof (or not) that powermem is wired to it."""
 
     calls: int = 0
+    # Calls that carried the nonce of a request the gateway forwarded: proof of the wiring.
+    proxied_calls: int = 0
     instance_calls: int = 0
+    # Calls refused for arriving without the gateway's baggage (broken instrumentation).
+    unproxied: int = 0
     last_call_at: str | None = None
     last_instance_call_at: str | None = None
 
-    def seen(self, instance_id: str | None) -> None:
+    def seen(self, instance_id: str | None, *, proxied: bool) -> None:
         self.calls += 1
+        self.proxied_calls += int(proxied)
         self.last_call_at = now_iso()
         if instance_id is not None:
             self.instance_calls += 1
@@ -56,8 +60,6 @@ class Relay:
             remember_secret(default.api_key)
         self.pool = pool
         self.stats = RelayStats()
-        # Wiring probes in flight (gateway.http.status): probe id → resolved when the call lands.
-        self.probes: dict[str, asyncio.Future[None]] = {}
         self._registry = registry
         self._default = Target.of(default, default.api_key) if default else None
 
@@ -70,7 +72,6 @@ class Relay:
 
     async def target(self, instance_id: str | None) -> Target:
         """The instance's provider, or the default LLM when the call names no instance."""
-        self.stats.seen(instance_id)
         if instance_id is None:
             if self._default is None:
                 raise NoDefaultLLM(

@@ -7,14 +7,17 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
 class Seen:
     method: str
     path_qs: str
-    headers: dict[str, str]
+    # Case-insensitive, as header names are: what a server sees, whatever case was sent.
+    headers: CIMultiDict[str]
     body: bytes
 
 
@@ -35,7 +38,7 @@ SSE_GATE = web.AppKey("sse_gate", asyncio.Queue)
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), body)
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), body)
     )
     payload: dict[str, Any] = {
         "success": True,
@@ -52,7 +55,7 @@ async def _echo(request: web.Request) -> web.Response:
 async def _sse(request: web.Request) -> web.StreamResponse:
     """Three events, each after a pause the test can observe."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), b"")
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), b"")
     )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
@@ -90,7 +93,7 @@ async def _redirect(request: web.Request) -> web.Response:
 async def _sse_gated(request: web.Request) -> web.StreamResponse:
     """Three events; each one after the first waits for the test to open the gate."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), b"")
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), b"")
     )
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -107,7 +110,7 @@ async def _sse_gated(request: web.Request) -> web.StreamResponse:
 async def _fail(request: web.Request) -> web.Response:
     """Answer with the status in `?status=` (default 500), recorded like the echo."""
     request.app[RECORDER].requests.append(
-        Seen(request.method, request.raw_path, dict(request.headers), await request.read())
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), await request.read())
     )
     status = int(request.query.get("status", "500"))
     return web.json_response({"success": False, "status": status}, status=status)
@@ -127,6 +130,27 @@ async def _hop(request: web.Request) -> web.Response:
     )
 
 
+async def _call_llm(request: web.Request) -> web.Response:
+    """What powermem does for an LLM route: call the gateway's relay (found through
+    `X-Forwarded-Host`) carrying the request's baggage, with the relay token the test sent
+    in `X-Relay-Token`; answers 200 with the relay's status and body, as powermem would."""
+    body = await request.read()
+    request.app[RECORDER].requests.append(
+        Seen(request.method, request.raw_path, CIMultiDict(request.headers), body)
+    )
+    headers = {"Authorization": f"Bearer {request.headers.get('X-Relay-Token', '')}"}
+    if "baggage" in request.headers:
+        headers["baggage"] = request.headers["baggage"]
+    chat = {"model": "relay-model", "messages": [{"role": "user", "content": "extract facts"}]}
+    url = f"http://{request.headers['X-Forwarded-Host']}/relay/v1/chat/completions"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=chat, headers=headers) as answer,
+    ):
+        text = await answer.text()
+        return web.json_response({"relay_status": answer.status, "relay_body": text})
+
+
 def make_upstream() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[RECORDER] = Recorder()
@@ -138,5 +162,6 @@ def make_upstream() -> web.Application:
     app.router.add_get("/sse-gated", _sse_gated)
     app.router.add_route("*", "/fail", _fail)
     app.router.add_get("/hop", _hop)
+    app.router.add_post("/call-llm", _call_llm)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app

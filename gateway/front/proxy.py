@@ -1,0 +1,222 @@
+"""Every path that is not the gateway's own goes to powermem, bound to its instance.
+
+For each request: bind it (scoped URL, `X-PowerMem-Instance`, or LLM headers; see
+`gateway.proxy.binding`), take a ledger slot, rewrite the head — our headers and the
+client's baggage out; `baggage` with our instance and nonce, `X-Forwarded-*` in — and stream
+it through the upstream pools. On the way back the answer gets `X-PowerMem-Instance`, and
+`X-PowerMem-LLM-Error` when the request's LLM calls failed; a scoped URL's prefix is put back
+into `Location`, so a redirect (powermem's `/mcp/` → `/mcp`) stays inside the scope.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from aiohttp import web
+
+from gateway.errors import GatewayError
+from gateway.front.access import account
+from gateway.front.exchange import Exchange
+from gateway.front.forward import forward
+from gateway.front.paths import Route
+from gateway.http.appkeys import (
+    LEDGER,
+    METRICS,
+    RATE_LIMITER,
+    REGISTRY,
+    SETTINGS,
+    UPSTREAM,
+    UPSTREAM_POOLS,
+)
+from gateway.proxy.baggage import baggage_header
+from gateway.proxy.binding import Binding, bind, powermem_headers
+from gateway.proxy.ledger import Entry, Ledger
+from gateway.wire.heads import HOP_BY_HOP, Header, connection_tokens, find
+
+__all__ = ["InFlightFull", "PowermemProxy", "TooManyStreams"]
+
+# Request headers never forwarded: ours (and the client's baggage, which powermem would hand
+# on to third-party providers), framing (re-done by the forwarder), and what we set ourselves.
+_DROP = frozenset(
+    {
+        b"baggage",
+        b"expect",
+        b"content-length",
+        b"transfer-encoding",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+# Concurrent long streams (MCP sessions) one client address may hold.
+STREAMS_PER_CLIENT = 64
+
+
+class InFlightFull(GatewayError):
+    """Every ledger slot of this worker is taken: too many requests in flight at once."""
+
+    status = 503
+    code = "TOO_MANY_REQUESTS_IN_FLIGHT"
+
+
+class TooManyStreams(GatewayError):
+    """One client address holds too many long streams open."""
+
+    status = 429
+    code = "RATE_LIMIT_EXCEEDED"
+
+
+class PowermemProxy:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.registry = app[REGISTRY]
+        self.settings = app[SETTINGS]
+        self.ledger: Ledger = app[LEDGER]
+        self.pools = app[UPSTREAM_POOLS]
+        self.metrics = app[METRICS]
+        self.limiter = app.get(RATE_LIMITER)
+        self._streams: dict[str, int] = {}
+
+    async def handle(self, ex: Exchange, route: Route) -> None:
+        started = time.perf_counter()
+        binding: Binding | None = None
+        status = 500
+        try:
+            binding = await bind(
+                powermem_headers(ex.headers),
+                self.registry,
+                scope=route.scope,
+                source=ex.peer,
+            )
+            status = await self._forward(ex, route, binding)
+        except GatewayError as exc:
+            status = exc.status
+            if binding is not None:
+                exc.headers.update(binding.response_headers())
+                self.registry.count(binding.record.instance_id, requests=1, errors=1)
+            raise
+        finally:
+            record = binding.record if binding is not None else None
+            account(
+                ex,
+                route="proxy",
+                status=ex.status or status,
+                started=started,
+                instance_id=record.instance_id if record else None,
+                client=record.client if record else None,
+                metrics=self.metrics,
+            )
+
+    async def _forward(self, ex: Exchange, route: Route, binding: Binding | None) -> int:
+        instance_id = binding.record.instance_id if binding is not None else None
+        if instance_id is not None and self.limiter is not None:
+            self.limiter.check(instance_id)
+        url = self.app[UPSTREAM].url
+        stream = _is_stream(route, ex)
+        if stream:
+            self._take_stream(ex.peer)
+        entry = self.ledger.issue(instance_id)
+        try:
+            if entry is None:
+                raise InFlightFull(
+                    "Too many requests are in flight at once; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            headers = _upstream_headers(ex, baggage_header(instance_id, entry.nonce))
+            rewrite = partial(self._rewrite, binding, entry, route, ex)
+            result = await forward(
+                ex,
+                self.pools.get(url, stream=stream),
+                target=route.target.encode(),
+                headers=headers,
+                rewrite=rewrite,
+                timeout=self.settings.upstream_timeout,
+            )
+            return result.status
+        finally:
+            if entry is not None:
+                self.ledger.release(entry)
+            if stream:
+                self._give_stream(ex.peer)
+
+    def _rewrite(
+        self,
+        binding: Binding | None,
+        entry: Entry,
+        route: Route,
+        ex: Exchange,
+        status: int,
+        headers: list[Header],
+    ) -> list[Header]:
+        """The response head on its way to the client (runs once, when it arrives)."""
+        if route.prefix:
+            headers = [_rescope(h, route.prefix, find(ex.headers, b"host")) for h in headers]
+        if binding is None:
+            return headers
+        record = binding.record
+        headers += [(k.encode(), v.encode()) for k, v in binding.response_headers().items()]
+        outcome = self.ledger.outcome(entry)
+        if outcome.failures:
+            value = f"{outcome.status} {outcome.reason}"
+            headers.append((b"X-PowerMem-LLM-Error", value.encode()))
+        self.registry.count(record.instance_id, requests=1, errors=int(status >= 500))
+        return headers
+
+    def _take_stream(self, peer: str) -> None:
+        count = self._streams.get(peer, 0)
+        if count >= STREAMS_PER_CLIENT:
+            raise TooManyStreams(
+                f"This client holds {count} streams open already; close some and retry.",
+                headers={"Retry-After": "5"},
+            )
+        self._streams[peer] = count + 1
+
+    def _give_stream(self, peer: str) -> None:
+        left = self._streams.get(peer, 1) - 1
+        if left > 0:
+            self._streams[peer] = left
+        else:
+            self._streams.pop(peer, None)
+
+
+def _is_stream(route: Route, ex: Exchange) -> bool:
+    """MCP (streamable HTTP) and anything asking for an event stream may stay open for long."""
+    path = route.path.lower()
+    if path == "/mcp" or path.startswith("/mcp/"):
+        return True
+    accept = find(ex.headers, b"accept")
+    return accept is not None and b"text/event-stream" in accept
+
+
+def _upstream_headers(ex: Exchange, baggage: str) -> list[Header]:
+    drop = HOP_BY_HOP | connection_tokens(ex.headers) | _DROP
+    out = [h for h in ex.headers if h[0] not in drop and not h[0].startswith(b"x-powermem-")]
+    peer = ex.peer.encode()
+    forwarded = find(ex.headers, b"x-forwarded-for")
+    out.append((b"baggage", baggage.encode()))
+    out.append((b"x-forwarded-for", forwarded + b", " + peer if forwarded else peer))
+    out.append((b"x-forwarded-proto", b"http"))
+    host = find(ex.headers, b"host")
+    if host is not None:
+        out.append((b"x-forwarded-host", host))
+    return out
+
+
+_SELF_REFERENCES = frozenset({b"location", b"content-location"})
+
+
+def _rescope(header: Header, prefix: str, host: bytes | None) -> Header:
+    """`Location: /mcp` → `/i/<instance>/mcp`, and the same for an absolute URL to us."""
+    key, value = header
+    if key not in _SELF_REFERENCES:
+        return header
+    scoped = prefix.encode()
+    if value.startswith(b"/") and not value.startswith(b"//"):
+        return key, scoped + value
+    if host is not None:
+        for scheme in (b"http://", b"https://"):
+            origin = scheme + host
+            if value.startswith(origin + b"/") or value == origin:
+                return key, origin + scoped + value[len(origin) :]
+    return header
