@@ -1,24 +1,18 @@
 """Reading a request body with a size cap, the one way every gateway endpoint does it.
 
 The cap is applied before anything is parsed; parsing and checking is the declared shape's
-job (`InstanceConfig.validate_body`, `parse_update`, `gateway.relay.body`), in one pass of
-pydantic's JSON parser, which refuses integers beyond 4 300 digits and nesting beyond a few
-hundred levels as invalid JSON (a 400), where `json.loads` would raise something else.
+job (`InstanceConfig.validate_body`, `parse_update`, `gateway.relay.body.parse_chat_request`),
+in one pass of pydantic's JSON parser, which refuses integers beyond 4 300 digits and nesting
+beyond a few hundred levels as invalid JSON (a 400), where `json.loads` would raise.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import InvalidBody, UnsupportedMediaType
-from gateway.validation import bad_request
 
-__all__ = ["read_body", "read_json_object", "require_json"]
-
-_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+__all__ = ["read_body", "require_json"]
 
 
 def require_json(request: web.Request) -> None:
@@ -43,12 +37,3 @@ async def read_body(request: web.Request, max_bytes: int) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidBody("Request body is not UTF-8 text.") from None
-
-
-async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or `InvalidBody` saying what is wrong (never quoting it)."""
-    text = await read_body(request, max_bytes)
-    try:
-        return _OBJECT.validate_json(text)
-    except ValidationError as exc:
-        raise bad_request(exc, InvalidBody) from None
