@@ -288,3 +288,37 @@ def test_no_known_secret_survives_a_scan_whatever_the_overlaps(
     masked = known.replace(text)
     for secret in secrets_:
         assert secret not in masked, (secret, text, masked)
+
+
+def test_the_hot_path_binds_no_label_once_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first request of a kind, observing it again never calls `labels()`."""
+    metrics = Metrics()
+    metrics.observe_request("proxy", 200, 0.001)
+    metrics.relay_call(instance_id="pmem-1", client="c", provider="openai", seconds=0.1, error=True)
+
+    def forbidden(*args: Any) -> Any:
+        raise AssertionError("labels() on the hot path")
+
+    for family in (metrics.requests, metrics.latency, metrics.relay_calls, metrics.relay_errors):
+        monkeypatch.setattr(family, "labels", forbidden)
+    monkeypatch.setattr(metrics.relay_tokens, "labels", forbidden)
+    monkeypatch.setattr(metrics.relay_latency, "labels", forbidden)
+    for _ in range(3):
+        metrics.observe_request("proxy", 200, 0.001)
+        metrics.relay_call(
+            instance_id="pmem-1", client="c", provider="openai", seconds=0.1, error=True,
+            tokens=(5, 1),
+        )  # fmt: skip
+    found = samples(metrics)
+    assert (
+        found[("powermem_gateway_relay_calls_total", (("client", "c"), ("instance_id", "pmem-1")))]
+        == 4
+    )
+
+
+async def test_a_flood_of_status_calls_asks_powermem_once(gateway: Any, recorder: Any) -> None:
+    """Status is cheap: 40 concurrent calls share one health request to powermem."""
+    answers = await asyncio.gather(*(gateway.get("/gateway/status") for _ in range(40)))
+    assert {a.status for a in answers} == {200}
+    health = [r for r in recorder.requests if r.path_qs.endswith("/system/health")]
+    assert len(health) == 1
