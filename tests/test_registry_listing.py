@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -141,7 +142,10 @@ async def test_llm_failures_show_in_the_instance_with_a_day_of_hourly_buckets(
     """`llm_failed` → llm_errors, last_llm_error and the hour's bucket in GET /instances/{id}."""
     client: Client = await operator(create_app(make_settings()))
     registry = client.server.app[REGISTRY]
-    with freeze_time("2026-11-24 12:30:00") as clock:
+    # Frozen near the real time: the flush's thread prunes old hours by the real clock
+    # (freezegun leaves threads alone), so a fixed date fails a day later.
+    base = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    with freeze_time(base) as clock:
         record, _ = await registry.resolve(config(1), implicit=True)
         registry.count(record.instance_id, relay_calls=3, requests=3)
         registry.llm_failed(
@@ -160,11 +164,20 @@ async def test_llm_failures_show_in_the_instance_with_a_day_of_hourly_buckets(
         "\n" not in usage["last_llm_error"]["reason"]
         and "\r" not in usage["last_llm_error"]["reason"]
     )
-    assert usage["last_llm_error"]["at"].startswith("2026-11-24T13:30")
+    later = base + timedelta(hours=1)
+    assert usage["last_llm_error"]["at"].startswith(later.strftime("%Y-%m-%dT%H:30"))
     hours = usage["last_24h"]
     assert len(hours) == 24
-    assert hours[-1] == {"hour": "2026-11-24T13:00:00Z", "llm_calls": 1, "llm_errors": 1}
-    assert hours[-2] == {"hour": "2026-11-24T12:00:00Z", "llm_calls": 3, "llm_errors": 1}
+    assert hours[-1] == {
+        "hour": later.strftime("%Y-%m-%dT%H:00:00Z"),
+        "llm_calls": 1,
+        "llm_errors": 1,
+    }
+    assert hours[-2] == {
+        "hour": base.strftime("%Y-%m-%dT%H:00:00Z"),
+        "llm_calls": 3,
+        "llm_errors": 1,
+    }
     assert "sk-list-00001-abcdefgh" not in json.dumps(shown)
 
 
