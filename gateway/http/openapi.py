@@ -2,9 +2,10 @@
 
 Only the paths table is written by hand (`gateway.http.openapi_paths`), because it is the
 contract (DESIGN.md §3): which method on which path, who may call it, which shape goes in and
-which comes out. Every schema is generated from the declared shapes the handlers themselves validate with and
-answer through (`gateway.http.shapes`, `gateway.instances`, `gateway.relay.body`), so the
-document cannot say anything looser or stricter than what is enforced
+which comes out. Every schema is generated from the declared shapes the handlers themselves
+validate with and answer through (`gateway.http.shapes`, `gateway.instances`,
+`gateway.relay.body`), so the document cannot say anything looser or stricter than what is
+enforced
 (`tests/test_openapi_agreement.py` proves it both ways). Everything else on the gateway is
 powermem's own API, passed through, and described by powermem.
 """
