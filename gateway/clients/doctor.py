@@ -185,10 +185,12 @@ def provider_verdict(label: str, result: tuple[int, str] | None, reason: str = "
     status, detail = result
     if status < 400:
         return Verdict(step, "ok", "a one-token call to its provider answered")
+    # The gateway answers 502/504 itself when the provider cannot be reached at all.
+    cause = "provider not reached" if status in (502, 504) else "provider refused"
     return Verdict(
         step,
         "fail",
-        f"provider refused (HTTP {status}): {detail}",
+        f"{cause} (HTTP {status}): {detail}",
         f"check the key, model and base URL, then `powermem-gateway register --client "
         f"{label.split()[0]}` again",
     )
