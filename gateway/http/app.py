@@ -14,7 +14,6 @@ from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
     LEDGER,
     METRICS,
-    RATE_LIMITER,
     REGISTRY,
     RELAY,
     RUNTIME,
@@ -34,11 +33,16 @@ from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
-from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.policy.ratelimit import RateLimits
 from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import SharedUpstream, StaticUpstream
-from gateway.proxy.upstream_env import default_llm, own_headers, read_env_file
+from gateway.proxy.upstream_env import (
+    client_rate_limit,
+    default_llm,
+    own_headers,
+    read_env_file,
+)
 from gateway.relay.client import ProviderPool
 from gateway.relay.relay import Relay
 from gateway.relay.token import load_relay_token
@@ -52,7 +56,15 @@ HOUSEKEEPING_INTERVAL = 1.0
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    registry = await Registry.open(app[SETTINGS])
+    settings = app[SETTINGS]
+    # powermem's own per-client limit (its .env) is applied here, per client address: behind
+    # the gateway powermem sees one client, us (issue 11.7).
+    limits = RateLimits(
+        instance_per_minute=settings.instance_rate_limit,
+        client_per_minute=client_rate_limit(read_env_file(settings.env_file)),
+        registrations_per_hour=settings.new_instances_per_client_per_hour,
+    )
+    registry = await Registry.open(settings, limits=limits)
     app[REGISTRY] = registry
     task = asyncio.create_task(_housekeeping(registry))
     yield
@@ -175,8 +187,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     ):
         remember_secret(secret)
     app[METRICS] = Metrics()
-    if settings.instance_rate_limit:
-        app[RATE_LIMITER] = InstanceRateLimiter(settings.instance_rate_limit)
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from gateway.errors import InstanceCapReached, RateLimited
 
-__all__ = ["InstanceRateLimiter", "Limiter", "RateLimits", "TokenBuckets", "client_key"]
+__all__ = ["Limiter", "RateLimits", "TokenBuckets", "client_key"]
 
 MAX_KEYS = 100_000  # per table of buckets; the oldest bucket goes first beyond it
 
@@ -107,9 +107,10 @@ class RateLimits:
             headers={"Retry-After": str(retry)},
         )
 
-    def check_client(self, address: str) -> None:
-        """Count one request from a client address, or raise `RateLimited`."""
-        if self.client is None or not (wait := self.client.hit(client_key(address))):
+    def check_client(self, address: str, *, route: str = "") -> None:
+        """Count one request from a client address (to one route, as powermem counts), or
+        raise `RateLimited`."""
+        if self.client is None or not (wait := self.client.hit(f"{client_key(address)} {route}")):
             return
         retry = _retry(wait)
         raise RateLimited(
@@ -137,13 +138,3 @@ class RateLimits:
             details={"retry_after": retry, "scope": "client", "limit": self.registration.amount},
             headers={"Retry-After": str(retry)},
         )
-
-
-class InstanceRateLimiter:
-    """The per-instance limit alone (kept for callers written before `RateLimits`)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self._limits = RateLimits(instance_per_minute=per_minute)
-
-    def check(self, instance_id: str) -> None:
-        self._limits.check_instance(instance_id)
