@@ -24,6 +24,7 @@ from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig
 from gateway.settings import Settings
 from tests.binding import instance_of
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN
 from tests.fakes.upstream import Recorder
 from tests.test_knob_files import CODEX_WITH_POWERMEM, CURSOR, OPENCODE, RUNTIME_ENV
 
@@ -59,7 +60,8 @@ def url(server: TestServer) -> str:
 def invoker(url: str) -> Invoke:
     async def run(*args: str, **env: str) -> Result:
         argv = [*args, "--gateway", url]
-        env = {"TEST_KEY": KEY, **env}
+        # The CLI on the gateway's machine knows its admin token (here: the tests' one).
+        env = {"TEST_KEY": KEY, "POWERMEM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **env}
         return await asyncio.to_thread(CliRunner().invoke, cli, argv, env=env)
 
     return run
@@ -94,7 +96,7 @@ def knob_value(client: str, home: Path) -> str:
 async def instance_ids(url: str) -> list[str]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(url + "/api/v1/instances") as response,
+        session.get(url + "/api/v1/instances", headers=ADMIN_AUTH) as response,
     ):
         body = await response.json()
     return [i["instance_id"] for i in body["data"]["instances"]]
@@ -257,12 +259,15 @@ async def test_a_shared_gateway_keeps_the_saved_secret_and_never_prints_it(
     assert status == 401 and body["error"]["code"] == "INSTANCE_SECRET_REQUIRED"
 
 
-async def test_a_shared_gateway_without_a_secret_to_use_is_a_clear_error(
+async def test_a_shared_gateway_issues_a_secret_that_only_the_tools_own_file_keeps(
     shared: TestServer, clean_env: Path
 ) -> None:
-    """No secret saved and none the gateway can issue: exit 1, saying why; no file written."""
+    """Registration on a shared gateway answers a secret once: it lands in the tool's file
+    (0600, inside the scoped URL), and the CLI shows it masked."""
     url = str(shared.make_url("")).rstrip("/")
     result = await invoker(url)(*register_args("opencode"))
-    assert result.exit_code == 1
-    assert "needs an instance secret" in result.output
-    assert not (clean_env / KNOB_FILES["opencode"]).exists()
+    assert result.exit_code == 0, result.output
+    knob = knob_value("opencode", clean_env)
+    secret = knob.split("~", 1)[1].split("/", 1)[0]
+    assert secret.startswith("pmis-") and secret not in result.output
+    assert (clean_env / KNOB_FILES["opencode"]).stat().st_mode & 0o777 == 0o600

@@ -28,7 +28,7 @@ from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig
 from gateway.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import ADMIN_AUTH, ADMIN_TOKEN, REPO_ROOT
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory
 
@@ -46,6 +46,8 @@ def url_of(server: TestServer) -> str:
 
 async def doctor(url: str, *args: str, **env: str) -> Result:
     argv = ["doctor", "--gateway", url, *args]
+    # The CLI on the gateway's machine knows its admin token (here: the tests' one).
+    env = {"POWERMEM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **env}
     return await asyncio.to_thread(CliRunner().invoke, cli, argv, env=env)
 
 
@@ -110,6 +112,7 @@ async def test_a_managed_powermem_that_cannot_store_names_its_env_as_the_cause(
         env_file.write_text(env_text)
     settings = Settings(
         data_dir=tmp_path / "data",
+        admin_token=ADMIN_TOKEN,
         instances_file=tmp_path / "instances.yaml",
         env_file=env_file,
         powermem_command=f"{sys.executable} {BROKEN_POWERMEM}",
@@ -207,9 +210,11 @@ async def test_the_admin_token_is_read_from_the_gateways_data_dir(
     data_dir.mkdir(mode=0o700)
     (data_dir / "admin.token").write_text(token + "\n")
     os.chmod(data_dir / "admin.token", 0o600)
-    without = await doctor(url_of(server))
+    without = await doctor(url_of(server), POWERMEM_GATEWAY_ADMIN_TOKEN="")
     assert line(without.output, WIRING).startswith("WARN")
-    found = await doctor(url_of(server), "--data-dir", str(data_dir))
+    found = await doctor(
+        url_of(server), "--data-dir", str(data_dir), POWERMEM_GATEWAY_ADMIN_TOKEN=""
+    )
     assert line(found.output, WIRING).startswith("FAIL")  # the probe ran: relay not reached
     assert token not in found.output
 
@@ -248,7 +253,7 @@ async def test_a_claude_code_knob_is_checked_the_way_its_hook_reads_it(
 
     runtime.write_text(f"POWERMEM_BASE_URL={url}/i/{iid}\n")
     async with aiohttp.ClientSession() as session:
-        await session.delete(f"{url}/api/v1/instances/{iid}")
+        await session.delete(f"{url}/api/v1/instances/{iid}", headers=ADMIN_AUTH)
     deleted = await doctor(url)
     assert f"instance {iid} is not registered" in line(deleted.output, step)
     assert line(deleted.output, "claude-code id").startswith("FAIL")
