@@ -19,9 +19,13 @@ def admin_presented(request: web.Request) -> bool:
     return "Authorization" in request.headers
 
 
-def require_admin(request: web.Request) -> None:
-    """Let the call through with the right admin token; 401 (audited) or 429 otherwise."""
-    if request.app[ADMIN].verify(request.headers.get("Authorization"), request.remote):
+def require_admin(request: web.Request, *, token: str | None = None) -> None:
+    """Let the call through with the right admin token; 401 (audited) or 429 otherwise.
+
+    The token comes from the `Authorization` header, or, for the UI's login form, as `token`
+    (same check, same back-off, same audit entry)."""
+    authorization = request.headers.get("Authorization") if token is None else f"Bearer {token}"
+    if request.app[ADMIN].verify(authorization, request.remote):
         return
     instance_id = request.match_info.get("instance_id")
     request.app[REGISTRY].audit.record(
