@@ -189,7 +189,7 @@ async def rename(request: web.Request) -> web.StreamResponse:
     instance_id = _instance_id(request)
     label = form.get("client", "").strip()
     await request.app[REGISTRY].update(instance_id, {"client": label}, source=request.remote or "")
-    return redirect(url(UI, done="renamed", instance=instance_id) + f"#{instance_id}")
+    return redirect(url(UI, done="renamed", instance=instance_id) + f"#instance-{instance_id}")
 
 
 @routes.post(UI + "/instances/{instance_id}/secret")

@@ -109,7 +109,7 @@ def _actions(record: InstanceRecord, session: Session) -> Html:
 def _row(record: InstanceRecord, usage: dict[str, Any], session: Session) -> Html:
     errors = int(usage.get("llm_errors") or 0)
     return fill(
-        '<tr class="instance{failing}" id="{id}" data-instance="{id}">'
+        '<tr class="instance{failing}" id="instance-{id}" data-instance="{id}">'
         '<td class="who">{client}</td>'
         '<td class="llm"><span class="provider">{provider}</span> '
         '<span class="model">{model}</span><br><code class="key">{key}</code> '
