@@ -444,11 +444,13 @@ async def test_instances_yaml_rows_are_read_only(
     html = await (await gateway.get("/gateway/ui")).text()
     assert rows_of(html) == ["team-openai"]
     assert "instances.yaml" in html and "/team-openai/" not in html
+    assert (await gateway.get("/gateway/ui/instances/team-openai/delete")).status == 409
     response = await gateway.post(
         "/gateway/ui/instances/team-openai/delete",
         data={"csrf": csrf, "confirm": "team-openai"},
     )
     assert response.status == 409
+    assert "instances.yaml" in await response.text()
 
 
 # -- the wiring -----------------------------------------------------------------------------

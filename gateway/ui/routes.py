@@ -13,7 +13,13 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from gateway.errors import AdminAuthRequired, AdminAuthThrottled, InvalidConfig, NotFound
+from gateway.errors import (
+    AdminAuthRequired,
+    AdminAuthThrottled,
+    InvalidConfig,
+    NotFound,
+    ReadOnlyInstance,
+)
 from gateway.http.appkeys import REGISTRY
 from gateway.http.auth import require_admin
 from gateway.http.status import run_probe
@@ -167,6 +173,11 @@ async def delete_page(request: web.Request) -> web.StreamResponse:
     if session is None:
         return redirect(f"{UI}/login")
     record = await request.app[REGISTRY].get(_instance_id(request))
+    if record.source == "yaml":
+        raise ReadOnlyInstance(
+            f"Instance {record.instance_id} is managed in instances.yaml: remove it there "
+            "(the gateway re-reads the file on change)."
+        )
     return page("Delete", confirm_delete(record, session), session=session)
 
 
