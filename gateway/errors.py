@@ -20,12 +20,14 @@ __all__ = [
     "BadRequest",
     "BaseUrlRefused",
     "ConfigConflict",
+    "CsrfRefused",
     "Forbidden",
     "GatewayError",
     "InstanceCapReached",
     "InvalidBody",
     "InvalidConfig",
     "InvalidHeader",
+    "LoginRequired",
     "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
@@ -108,6 +110,12 @@ class Forbidden(GatewayError):
     code = "FORBIDDEN"
 
 
+class CsrfRefused(Forbidden):
+    """A UI form without its session's CSRF token, or sent from another site."""
+
+    code = "CSRF_REFUSED"
+
+
 class BaseUrlRefused(Forbidden):
     """A client-supplied base URL points where the gateway's base-URL policy forbids calling."""
 
@@ -119,6 +127,13 @@ class AdminAuthRequired(GatewayError):
 
     status = 401
     code = "UNAUTHORIZED"
+
+
+class LoginRequired(GatewayError):
+    """A UI action without a live session: log in (again) with the admin token."""
+
+    status = 401
+    code = "LOGIN_REQUIRED"
 
 
 class RelayAuthRequired(GatewayError):

@@ -51,6 +51,8 @@ from gateway.relay.relay import Relay
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.tokens import load_admin_token, load_relay_token
+from gateway.ui.guard import ui_ctx
+from gateway.ui.routes import routes as ui_routes
 
 __all__ = ["create_app"]
 
@@ -197,9 +199,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_front_ctx)
+    app.cleanup_ctx.append(ui_ctx)
     app.add_routes(instance_routes)
     app.add_routes(status_routes)
     app.add_routes(ready_routes)
     app.add_routes(metrics_routes)
     app.add_routes(openapi_routes)
+    app.add_routes(ui_routes)
     return app

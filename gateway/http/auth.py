@@ -19,9 +19,15 @@ def admin_presented(request: web.Request) -> bool:
     return "Authorization" in request.headers
 
 
-def require_admin(request: web.Request) -> None:
-    """Let the call through with the right admin token; 401 (audited) or 429 otherwise."""
-    authorization = request.headers.get("Authorization")
+def require_admin(request: web.Request, *, token: str | None = None) -> None:
+    """Let the call through with the right admin token; 401 (audited) or 429 otherwise.
+
+    The token comes from the `Authorization` header, or, for the UI's login form, as `token`
+    (same check, same back-off, same audit entry)."""
+    if token is None:
+        authorization = request.headers.get("Authorization")
+    else:
+        authorization = f"Bearer {token}" if token else None
     if request.app[ADMIN].verify(authorization, request.remote):
         return
     if authorization:  # a wrong token is a guess worth a line in the audit trail

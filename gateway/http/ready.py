@@ -19,7 +19,7 @@ from gateway.errors import GatewayError, NotReady
 from gateway.http.appkeys import SETTINGS, UPSTREAM, UPSTREAM_SESSION
 from gateway.http.envelope import ok
 
-__all__ = ["READINESS", "READY_CHECK_PATH", "READY_PATH", "Readiness", "routes"]
+__all__ = ["READINESS", "READY_CHECK_PATH", "READY_PATH", "Readiness", "check_ready", "routes"]
 
 READY_PATH = "/gateway/ready"
 READY_CHECK_PATH = "/api/v1/memories?user_id=powermem-gateway-ready&limit=1"
@@ -65,9 +65,16 @@ def _reason(status: int, body: str) -> str:
 @routes.get(READY_PATH)
 async def ready(request: web.Request) -> web.Response:
     """200 when a memory call through to powermem works; 503 with the reason otherwise."""
-    upstream = request.app[UPSTREAM]
-    readiness = request.app[READINESS]
-    mode = "external" if request.app[SETTINGS].upstream else "managed"
+    return ok({"ready": True, "upstream": await check_ready(request.app)})
+
+
+async def check_ready(app: web.Application) -> str:
+    """The upstream's mode when a memory call through to powermem works; `NotReady` if not.
+
+    What `/gateway/ready` answers, and what the UI shows."""
+    upstream = app[UPSTREAM]
+    readiness = app[READINESS]
+    mode = "external" if app[SETTINGS].upstream else "managed"
     try:
         url = upstream.url
     except GatewayError as exc:
@@ -76,7 +83,7 @@ async def ready(request: web.Request) -> web.Response:
         try:
             async with (
                 asyncio.timeout(CHECK_TIMEOUT),
-                request.app[UPSTREAM_SESSION].get(
+                app[UPSTREAM_SESSION].get(
                     url + READY_CHECK_PATH, headers=dict(upstream.own_headers)
                 ) as response,
             ):
@@ -94,4 +101,4 @@ async def ready(request: web.Request) -> web.Response:
                 details={"upstream": mode, "upstream_status": status},
             )
         readiness.remember(url)
-    return ok({"ready": True, "upstream": mode})
+    return mode

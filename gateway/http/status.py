@@ -26,7 +26,14 @@ from gateway.instances.model import INSTANCE_ID_RE
 from gateway.proxy.baggage import baggage_header
 from gateway.relay.anthropic import to_anthropic_request
 
-__all__ = ["HEALTH_TTL", "UPSTREAM_HEALTH", "UPSTREAM_HEALTH_PATH", "UpstreamHealth", "routes"]
+__all__ = [
+    "HEALTH_TTL",
+    "UPSTREAM_HEALTH",
+    "UPSTREAM_HEALTH_PATH",
+    "UpstreamHealth",
+    "routes",
+    "run_probe",
+]
 
 PROBE_TIMEOUT = 30.0
 PROBE_USER = "powermem-gateway-probe"
@@ -132,8 +139,13 @@ async def probe(request: web.Request) -> web.Response:
     (no provider, no facts, so nothing is stored). Wired means the call arrived in time.
     """
     require_admin(request)
-    relay = request.app[RELAY]
-    ledger = request.app[LEDGER]
+    return ok(await run_probe(request.app))
+
+
+async def run_probe(app: web.Application) -> ProbeResult:
+    """The probe itself, for `POST /gateway/probe` and the UI's button alike."""
+    relay = app[RELAY]
+    ledger = app[LEDGER]
     entry = ledger.issue(None, probe=True)
     if entry is None:
         raise GatewayError("Too many requests in flight to run the probe now; retry shortly.")
@@ -143,12 +155,12 @@ async def probe(request: web.Request) -> web.Response:
     wired = False
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
-            async with request.app[UPSTREAM_SESSION].post(
-                request.app[UPSTREAM].url + "/api/v1/memories",
+            async with app[UPSTREAM_SESSION].post(
+                app[UPSTREAM].url + "/api/v1/memories",
                 json={"content": "powermem-gateway wiring probe", "user_id": PROBE_USER},
                 # The shared upstream session adds no Content-Type of its own (see app.py).
                 headers={
-                    **request.app[UPSTREAM].own_headers,  # powermem's API key, if its auth is on
+                    **app[UPSTREAM].own_headers,  # powermem's API key, if its auth is on
                     "baggage": baggage_header(None, entry.nonce),
                     "Content-Type": "application/json",
                 },
@@ -177,7 +189,7 @@ async def probe(request: web.Request) -> web.Response:
             "pointed at the relay, or it runs without opentelemetry-instrument / baggage "
             "propagation (see `powermem-gateway upstream-env`)."
         )
-    return ok(ProbeResult(wired=wired, detail=detail, upstream_status=upstream_status))
+    return ProbeResult(wired=wired, detail=detail, upstream_status=upstream_status)
 
 
 @routes.post("/gateway/probe/{instance_id}")

@@ -56,6 +56,7 @@ Action = Literal[
 ]
 MAX_BYTES = 10 * 1024 * 1024
 KEEP = 5
+TAIL_BYTES = 64 * 1024
 
 
 class AuditLog:
@@ -152,6 +153,33 @@ class AuditLog:
             except OSError:
                 # The change itself is committed; a full disk must not turn it into an error.
                 log.exception("could not append to %s", self.path)
+
+    def tail(self, limit: int = 20, *, max_bytes: int = TAIL_BYTES) -> list[dict[str, object]]:
+        """The newest entries of the current file, newest first (what the UI shows).
+
+        Reads at most the last `max_bytes` of the file, so its cost does not grow with it; a
+        line that does not parse (cut by that window, or edited by hand) is left out."""
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                start = max(0, size - max_bytes)
+                fh.seek(start)
+                lines = fh.read().split(b"\n")
+        except OSError:
+            return []
+        if start:
+            lines = lines[1:]  # begins mid-line
+        entries: list[dict[str, object]] = []
+        for line in reversed(lines):
+            if len(entries) >= limit:
+                break
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
 
     def _append(self, line: bytes) -> int:
         assert self._fd is not None
