@@ -1,7 +1,7 @@
-"""The `Store` contract: one suite that every store of record must pass (SQLite today).
+"""The `Store` contract: one suite that every store of record passes (SQLite and PostgreSQL).
 
-A PostgreSQL store (issue 13) adds itself to `STORES` and runs exactly these tests. Each test
-opens "processes" as separate store handles on one database, the way gateway workers do.
+Each test opens "processes" as separate store handles on one database, the way gateway
+workers (or replicas) do; PostgreSQL runs as a real server (tests/servers.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import pytest
 
 from gateway.errors import ConfigConflict, InstanceCapReached, StorageError
 from gateway.files import ensure_private_dir
+from gateway.instances.pg_store import PgStore
 from gateway.instances.sqlite_store import DB_FILE, SqliteStore
 from gateway.instances.store import HOURS_KEPT, Row, Store, UsageDelta
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "postgresql"]
 OpenStore = Callable[[], Store]
 
 
@@ -47,9 +48,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
     """Opens handles on one fresh store; all closed at teardown."""
     opened: list[Store] = []
     data_dir = ensure_private_dir(tmp_path / "data")
+    url = request.getfixturevalue("database_url") if request.param == "postgresql" else ""
 
     def make() -> Store:
-        store: Store = SqliteStore(data_dir)
+        store: Store = PgStore(url) if url else SqliteStore(data_dir)
         opened.append(store)
         return store
 

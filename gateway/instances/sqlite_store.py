@@ -71,6 +71,8 @@ def _filters(
 class SqliteStore(SqliteKeys):
     """Blocking SQLite access; call it from one worker thread (see `Registry`)."""
 
+    remote = False
+
     def __init__(self, data_dir: Path) -> None:
         self.database = Database(data_dir)
         self.path = self.database.path

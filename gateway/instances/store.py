@@ -1,14 +1,15 @@
 """The store of record's interface: what the registry needs from a database, and nothing more.
 
-`SqliteStore` (gateway.instances.sqlite_store) is the embedded default; a PostgreSQL store
-(issue 13) implements the same `Store` protocol and runs the same shared test suite
-(tests/test_store_contract.py). Every method is blocking and is called from the registry's
+`SqliteStore` (gateway.instances.sqlite_store) is the embedded default; `PgStore`
+(gateway.instances.pg_store, issue 13) implements the same protocol for several replicas, and
+both run the same shared test suite (tests/test_store_contract.py). Every method is blocking and is called from the registry's
 one worker thread, never from the event loop.
 
 Writes that change what an instance *is* (create, replace, delete, secret, key, source) take
 an `Announcer` and call it inside their transaction, before it commits, with the ids and
 config digests about to change. That is how other processes learn to drop what they cached
-(gateway.instances.changes); a store on a server would NOTIFY there instead.
+(gateway.instances.changes); the PostgreSQL store also records and NOTIFYs them itself, in the
+same transaction (gateway.instances.pg_feed).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ BuildReplacement = Callable[[str | None], Row]
 class Store(Protocol):
     """The registry's store of record. Raise `StorageError` (503) when it cannot be used."""
 
+    # Whether other hosts share this store (PostgreSQL): the master key must then come from
+    # the environment, and the key the store records is checked at start.
+    remote: bool
+
     def close(self) -> None: ...
 
     # -- facts shared by every process ---------------------------------------------------
@@ -114,6 +119,10 @@ class Store(Protocol):
         ...
 
     def set_master_key_id(self, key_id: str) -> None: ...
+
+    def claim_master_key_id(self, key_id: str) -> str:
+        """Record `key_id` as the writing master key unless one is recorded; the recorded one."""
+        ...
 
     # -- instances -------------------------------------------------------------------------
 
@@ -197,4 +206,10 @@ class Store(Protocol):
 
     def usage(self, instance_ids: Sequence[str], *, since_hour: int) -> dict[str, dict[str, Any]]:
         """Counters, last LLM error and hourly buckets (hour ≥ since_hour) of each id."""
+        ...
+
+    # -- the audit trail ------------------------------------------------------------------------
+
+    def add_audit(self, entries: Sequence[dict[str, object]]) -> None:
+        """Keep audit entries where every replica's are (a no-op where audit.log is that)."""
         ...
