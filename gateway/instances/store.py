@@ -2,8 +2,8 @@
 
 `SqliteStore` (gateway.instances.sqlite_store) is the embedded default; `PgStore`
 (gateway.instances.pg_store, issue 13) implements the same protocol for several replicas, and
-both run the same shared test suite (tests/test_store_contract.py). Every method is blocking and is called from the registry's
-one worker thread, never from the event loop.
+both run the same shared test suite (tests/test_store_contract.py). Every method is blocking
+and is called from the registry's one worker thread, never from the event loop.
 
 Writes that change what an instance *is* (create, replace, delete, secret, key, source) take
 an `Announcer` and call it inside their transaction, before it commits, with the ids and
