@@ -19,6 +19,7 @@ __all__ = [
     "InvalidBody",
     "InvalidConfig",
     "InvalidHeader",
+    "MasterKeyMismatch",
     "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
@@ -151,6 +152,12 @@ class StorageError(GatewayError):
 
     status = 503
     code = "STORAGE_UNAVAILABLE"
+
+
+class MasterKeyMismatch(StorageError):
+    """A replica's master key is not the one its shared registry records (start refused)."""
+
+    code = "MASTER_KEY_MISMATCH"
 
 
 class MasterKeyMissing(StorageError):

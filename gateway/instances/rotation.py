@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 from gateway.errors import StorageError
 from gateway.files import write_private_file_once
-from gateway.instances.changes import ChangeLog
 from gateway.instances.crypto import (
     MASTER_KEY_FILE,
     OLD_VERSION,
@@ -40,7 +39,7 @@ from gateway.instances.crypto import (
     key_id_of,
 )
 from gateway.instances.keystore import NEXT_KEY_FILE, KeyStore, archive_name, read_key_file
-from gateway.instances.store import Ciphertext, Store
+from gateway.instances.store import Changes, Ciphertext, Store
 
 __all__ = ["BATCH", "RotationReport", "rotate"]
 
@@ -99,7 +98,7 @@ def _choose_target(keys: KeyStore, report: RotationReport) -> MasterKey:
     return target
 
 
-def _sweep(store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey) -> int:
+def _sweep(store: Store, keys: KeyStore, changes: Changes, target: MasterKey) -> int:
     done = 0
     current = f"{VERSION}.{target.key_id}."
     while True:
@@ -132,7 +131,7 @@ def reseal(keys: KeyStore, target: MasterKey, c: Ciphertext) -> str:
     return target.encrypt(plaintext, sealed_for)
 
 
-def rotate(store: Store, keys: KeyStore, changes: ChangeLog) -> RotationReport:
+def rotate(store: Store, keys: KeyStore, changes: Changes) -> RotationReport:
     """Run (or finish) a rotation; blocking, for the registry's worker thread."""
     keys.reload()
     report = RotationReport(key_id="")

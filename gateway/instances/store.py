@@ -15,6 +15,7 @@ same transaction (gateway.instances.pg_feed).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -22,6 +23,7 @@ from typing import Any, Literal, Protocol
 __all__ = [
     "HOURS_KEPT",
     "Announcer",
+    "Changes",
     "Ciphertext",
     "Row",
     "Source",
@@ -91,6 +93,38 @@ class Announcer(Protocol):
     def changed(self, instance_ids: Sequence[str], digests: Sequence[str]) -> None: ...
 
     def changed_all(self) -> None: ...
+
+
+class Changes(Announcer, Protocol):
+    """How one process learns what other processes changed, and tells them what it changes.
+
+    `ChangeLog` (gateway.instances.changes) on one machine, `ChangeFeed`
+    (gateway.instances.pg_feed) on PostgreSQL. The counter `read()` returns moves with every
+    change this process has taken in; None means "do not serve from a cache now".
+    """
+
+    # The counter a write's result may be cached at (set by `exclusive()` as it ends).
+    written_at: int | None
+
+    def read(self) -> int | None: ...
+
+    def since(self, seen: int, now: int) -> set[str] | None:
+        """The keys changed after `seen` up to `now`; None means "assume everything"."""
+        ...
+
+    def shared(self) -> AbstractContextManager[int | None]:
+        """Around a cache miss's read: yields the counter the read is done at."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """Around a write: announce inside; once it ends every process knows."""
+        ...
+
+    def check(self) -> object:
+        """Housekeeping: repair what can be repaired (a replaced file, a stopped feed)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 # build(instance_id, master_key_id) -> Row, run inside the write transaction.

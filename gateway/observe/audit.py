@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -45,8 +46,13 @@ Action = Literal[
 
 
 class AuditLog:
-    def __init__(self, data_dir: Path) -> None:
+    """`forward`, when given, is handed each entry too (a shared registry keeps them all)."""
+
+    def __init__(
+        self, data_dir: Path, *, forward: Callable[[dict[str, object]], None] | None = None
+    ) -> None:
         self.path = data_dir / AUDIT_FILE
+        self._forward = forward
         self._fd: int | None = os.open(
             self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
@@ -81,6 +87,8 @@ class AuditLog:
             entry["fields"] = sorted(fields)
         if key_ids is not None:
             entry.update(key_ids)
+        if self._forward is not None:
+            self._forward(entry)
         line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fd is None:
