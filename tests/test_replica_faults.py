@@ -89,7 +89,9 @@ async def test_a_replica_killed_mid_registration_loses_and_doubles_nothing(
         items = listed["instances"] if isinstance(listed, dict) else listed
         assert len(items) == 40 == len({i["instance_id"] for i in items})
         put = {"model": "after-the-kill"}
-        async with session.put(f"{c.url}/api/v1/instances/{answered[min(answered)]}", json=put) as r:
+        async with session.put(
+            f"{c.url}/api/v1/instances/{answered[min(answered)]}", json=put
+        ) as r:
             assert r.status == 200
 
 
@@ -195,7 +197,7 @@ async def test_a_master_key_rotation_under_load_serves_every_call_with_its_own_k
         assert call["authorization"] == f"Bearer {KEYS[n]}"
     monkeypatch.delenv("POWERMEM_GATEWAY_PREVIOUS_SECRET")
     team_env(monkeypatch, secret=SECRET)
-    refused = subprocess.run(
+    refused = subprocess.run(  # noqa: ASYNC221 - a short-lived child, waited for on purpose
         [
             sys.executable,
             "-m",

@@ -35,6 +35,7 @@ from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.proxy.cluster import ClusterLedger, replica_id
 from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import SharedUpstream, StaticUpstream
@@ -98,17 +99,25 @@ async def _front_ctx(app: web.Application) -> AsyncIterator[None]:
     reach the relay in any of them."""
     settings = app[SETTINGS]
     runtime = app[RUNTIME]
+    # Replicas on one registry: a relay call may reach another replica (gateway.proxy.cluster).
+    kind = ClusterLedger if settings.database_url else Ledger
     if runtime.run_dir is not None:
-        app[LEDGER] = Ledger.shared(
+        ledger = kind.shared(
             runtime.run_dir / LEDGER_FILE, worker=runtime.worker, workers=runtime.workers
         )
     else:
-        app[LEDGER] = Ledger.anonymous()
+        ledger = kind.anonymous()
+    app[LEDGER] = ledger
+    if isinstance(ledger, ClusterLedger) and settings.database_url:
+        ledger.join(settings.database_url, replica_id(runtime.run_dir))
+        await ledger.start()
     pools = UpstreamPools(connect_timeout=settings.upstream_connect_timeout)
     app[UPSTREAM_POOLS] = pools
     yield
     await pools.close()
-    app[LEDGER].close()
+    if isinstance(ledger, ClusterLedger) and settings.database_url:
+        await ledger.stop()
+    ledger.close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
