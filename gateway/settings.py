@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     # -- limits ------------------------------------------------------------------------------
     # Per-instance request limit (requests per minute); None disables it.
     instance_rate_limit: int | None = Field(default=None, ge=1)
+    # Per-client-address request limit on proxied requests (requests per minute); None: off.
+    # With redis_url both limits count every replica's requests.
+    client_rate_limit: int | None = Field(default=None, ge=1)
     # Caps on new instances (explicit or implicit): in all, and per client address per hour;
     # 0 means no cap. Callers presenting the admin token are never capped.
     max_instances: int = Field(default=10_000, ge=0)

@@ -121,6 +121,16 @@ def redis_server() -> Iterator[RedisServer]:
     server.close()
 
 
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    return redis_server.url
+
+
 # -- fixtures for the core suite (registry, real gateway processes) ----------------------------
 
 

@@ -73,6 +73,11 @@ def _preflight(settings: Settings, console: Console) -> None:
     help="Requests per minute allowed per instance. [default: no limit]",
 )
 @click.option(
+    "--client-rate-limit",
+    type=int,
+    help="Proxied requests per minute allowed per client address. [default: no limit]",
+)
+@click.option(
     "--allow-private-base-urls/--deny-private-base-urls",
     "allow_private_base_urls",
     default=None,

@@ -110,8 +110,8 @@ class PowermemProxy:
 
     async def _forward(self, ex: Exchange, route: Route, binding: Binding | None) -> int:
         instance_id = binding.record.instance_id if binding is not None else None
-        if instance_id is not None and self.limiter is not None:
-            self.limiter.check(instance_id)
+        if self.limiter is not None:
+            await self.limiter.admit(instance_id, ex.peer)
         url = self.app[UPSTREAM].url
         stream = _is_stream(route, ex)
         if stream:

@@ -34,7 +34,7 @@ from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
-from gateway.policy.ratelimit import InstanceRateLimiter
+from gateway.policy.ratelimit import RateLimits
 from gateway.proxy.cluster import ClusterLedger, replica_id
 from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
@@ -48,12 +48,15 @@ from gateway.settings import Settings
 
 __all__ = ["create_app"]
 
+LIMITS = web.AppKey("limits", RateLimits)
+
 log = logging.getLogger("gateway")
 HOUSEKEEPING_INTERVAL = 1.0
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    registry = await Registry.open(app[SETTINGS])
+    limits = app[LIMITS]
+    registry = await Registry.open(app[SETTINGS], limits=limits)
     app[REGISTRY] = registry
     task = asyncio.create_task(_housekeeping(registry))
     yield
@@ -61,6 +64,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await registry.close()
+    await limits.close()
 
 
 async def _housekeeping(registry: Registry) -> None:
@@ -184,8 +188,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     ):
         remember_secret(secret)
     app[METRICS] = Metrics()
-    if settings.instance_rate_limit:
-        app[RATE_LIMITER] = InstanceRateLimiter(settings.instance_rate_limit)
+    # One set of limits for the proxy and the registry (shared across replicas with Redis).
+    limits = RateLimits(
+        instance_per_minute=settings.instance_rate_limit,
+        client_per_minute=settings.client_rate_limit,
+        registrations_per_hour=settings.new_instances_per_client_per_hour,
+        redis_url=settings.redis_url,
+    )
+    app[LIMITS] = limits
+    if limits.instance is not None or limits.client is not None:
+        app[RATE_LIMITER] = limits
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)

@@ -83,6 +83,7 @@ class Registry(RegistryAdmin):
         self.limits = limits or RateLimits(
             instance_per_minute=settings.instance_rate_limit,
             registrations_per_hour=settings.new_instances_per_client_per_hour,
+            redis_url=settings.redis_url,
         )
         data_dir = ensure_private_dir(settings.data_dir)
         with ExitStack() as undo:  # a refused start leaves no database or file open
@@ -275,7 +276,7 @@ class Registry(RegistryAdmin):
         with_secret: bool,
     ) -> tuple[InstanceRecord, bool, str | None]:
         if not privileged:
-            self.limits.check_registration(source)
+            await self.limits.admit_registration(source)
         secret = new_secret() if with_secret else None
         build = self._rows.new(
             config,
