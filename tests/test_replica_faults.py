@@ -119,6 +119,10 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
         before = stream.served
         await asyncio.to_thread(own_postgres.stop)
         await asyncio.sleep(3.0)
+        async with session.get(b.url + "/gateway/ready") as response:
+            assert response.status == 503 and response.headers["Retry-After"]
+            error = (await response.json())["error"]
+            assert error["details"]["database"] == "postgresql"
         during = stream.unavailable
         await asyncio.to_thread(own_postgres.start)
         served_again = False
@@ -136,6 +140,15 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
         await asyncio.sleep(0.5)
         stream.stop()
         await load
+        async with session.get(b.url + "/gateway/ready") as response:
+            database = (await response.json())["data"]["database"]
+            assert response.status == 200
+            assert database == {
+                "kind": "postgresql",
+                "reachable": True,
+                "cache": "listen",
+                "cache_lease": True,
+            }
     assert stream.errors == []
     assert stream.stale == []
     assert before > 0 and during > 0

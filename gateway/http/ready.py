@@ -1,4 +1,7 @@
-"""`/gateway/ready`: 200 only once powermem's memory service really works.
+"""`/gateway/ready`: 200 only once the registry answers and powermem's memory service works.
+
+The registry comes first: a replica whose PostgreSQL registry cannot be reached refuses bound
+requests, so a load balancer should stop sending it traffic until it is back.
 
 powermem's health route answers 200 as soon as its web server runs, even when its memory
 service could not be built (storage unreachable, a package missing, a bad `.env`); every
@@ -15,8 +18,8 @@ import time
 import aiohttp
 from aiohttp import web
 
-from gateway.errors import GatewayError, NotReady
-from gateway.http.appkeys import SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.errors import GatewayError, NotReady, StorageError
+from gateway.http.appkeys import REGISTRY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
 from gateway.http.envelope import ok
 
 __all__ = ["READINESS", "READY_CHECK_PATH", "READY_PATH", "Readiness", "routes"]
@@ -64,7 +67,16 @@ def _reason(status: int, body: str) -> str:
 
 @routes.get(READY_PATH)
 async def ready(request: web.Request) -> web.Response:
-    """200 when a memory call through to powermem works; 503 with the reason otherwise."""
+    """200 when the registry's database answers and a memory call through to powermem works;
+    503 with the reason otherwise."""
+    try:
+        database = await request.app[REGISTRY].database_health()
+    except StorageError as exc:
+        raise NotReady(
+            exc.message,
+            headers={"Retry-After": exc.headers.get("Retry-After", "2")},
+            details={"database": request.app[REGISTRY].database, "reachable": False},
+        ) from None
     upstream = request.app[UPSTREAM]
     readiness = request.app[READINESS]
     mode = "external" if request.app[SETTINGS].upstream else "managed"
@@ -94,4 +106,4 @@ async def ready(request: web.Request) -> web.Response:
                 details={"upstream": mode, "upstream_status": status},
             )
         readiness.remember(url)
-    return ok({"ready": True, "upstream": mode})
+    return ok({"ready": True, "upstream": mode, "database": database})

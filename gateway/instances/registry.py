@@ -137,6 +137,17 @@ class Registry(RegistryAdmin):
         """Which store of record: `sqlite` or `postgresql`."""
         return describe(self._data.store)
 
+    async def database_health(self) -> dict[str, object]:
+        """The store of record as readiness reports it; raises `StorageError` when it is down."""
+        data = self._data
+        await data.run(data.store.ping)
+        report: dict[str, object] = {"kind": self.database, "reachable": True}
+        if data.store.remote:
+            caching = bool(getattr(data.changes, "caching", False))
+            report["cache"] = "listen" if self._settings.registry_cache else "off"
+            report["cache_lease"] = caching
+        return report
+
     async def flush_audit(self) -> None:
         """Audit entries recorded since the last flush, into the shared store's trail."""
         pending = list(self._audit_pending)

@@ -80,6 +80,9 @@ class SqliteStore(SqliteKeys):
     def close(self) -> None:
         self.database.close()
 
+    def ping(self) -> None:
+        self.database.one("SELECT 1")
+
     # -- instances -------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> Row | None:

@@ -142,6 +142,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def ping(self) -> None:
+        """Raise `StorageError` unless the store answers now (readiness)."""
+        ...
+
     # -- facts shared by every process ---------------------------------------------------
 
     def id_key(self) -> bytes:
