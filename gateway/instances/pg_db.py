@@ -187,7 +187,11 @@ class PgDatabase:
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self._connection()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
