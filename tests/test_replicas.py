@@ -64,6 +64,7 @@ async def test_identical_registrations_on_three_replicas_make_one_instance(
                 assert r.headers["X-PowerMem-Instance"] == results[0][1]
 
 
+@pytest.mark.parametrize("c_mode", ["--registry-cache", "--no-registry-cache"])
 async def test_put_and_delete_on_one_replica_are_never_served_stale_by_the_others(
     spawn_gateway: SpawnGateway,
     upstream: TestServer,
@@ -71,11 +72,21 @@ async def test_put_and_delete_on_one_replica_are_never_served_stale_by_the_other
     database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    c_mode: str,
 ) -> None:
-    """B and C serve a steady stream while A answers 20 PUTs and a DELETE: no stale answer."""
+    """B and C serve a steady stream while A answers 20 PUTs and a DELETE: no stale answer,
+    whether C caches too or reads one row per request (a mixed cluster)."""
     team_env(monkeypatch)
-    a, b, c = await start_replicas(
-        spawn_gateway, 3, upstream=_url(upstream), database_url=database_url, root=tmp_path
+    a, b = await start_replicas(
+        spawn_gateway, 2, upstream=_url(upstream), database_url=database_url, root=tmp_path
+    )
+    (c,) = await start_replicas(
+        spawn_gateway,
+        1,
+        upstream=_url(upstream),
+        database_url=database_url,
+        root=tmp_path / "c",
+        extra=(c_mode,),
     )
     async with aiohttp.ClientSession() as session:
         body = {
