@@ -53,6 +53,7 @@ def start_gateway(
     data_dir: Path | None = None,
     uvloop: bool = False,
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Gateway:
     """`powermem-gateway serve --upstream …` as its own process, with its own data dir."""
     home = work / f"{name}-home"
@@ -74,7 +75,7 @@ def start_gateway(
         str(home / "powermem.env"),
         *extra,
     ]
-    gateway = Gateway(name, argv, work, _clean_env(home), port)
+    gateway = Gateway(name, argv, work, _clean_env(home) | (env or {}), port)
     gateway.wait_http(gateway.url + "/gateway/health")
     return gateway
 
