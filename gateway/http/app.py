@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from gateway.errors import StorageError
 from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
     LEDGER,
@@ -69,10 +70,17 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _housekeeping(registry: Registry) -> None:
     """instances.yaml edits, usage counters, expired instances: about once a second."""
+    said = ""
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         try:
             await registry.housekeeping()
+            said = ""
+        except StorageError as exc:
+            # The registry is unreachable: one line when that changes, not one a second.
+            if exc.message != said:
+                log.warning("registry housekeeping: %s; will retry", exc.message)
+                said = exc.message
         except Exception:
             log.exception("registry housekeeping failed; will retry")
 

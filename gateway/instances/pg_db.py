@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ SCHEMA = "powermem_gateway"
 CHANGES_CHANNEL = "powermem_gateway_changes"
 RETRY_AFTER = "2"
 CONNECT_TIMEOUT = 5
+FAIL_FAST = 1.0  # seconds calls fail at once after a failed connect
 COLUMNS = (
     "instance_id, client, provider, model, api_key, masked_key, base_url, config_digest, "
     "created_at, updated_at, source, secret_hash"
@@ -186,6 +188,10 @@ class PgDatabase:
         self._application = application
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        # After a failed connect, calls fail at once for a moment instead of each waiting
+        # out its own connect timeout on the one worker thread (a partition, not a restart).
+        self._down_until = 0.0
+        self._down: StorageError | None = None
         self._connection()
         try:
             self._migrate()
@@ -206,10 +212,16 @@ class PgDatabase:
         if conn is not None:
             conn.close()
             self._conn = None
+        down = self._down
+        if down is not None and time.monotonic() < self._down_until:
+            raise StorageError(down.message, details=down.details, headers=down.headers)
         try:
             self._conn = connect(self.url, application=self._application)
         except psycopg.Error as exc:
+            self._down = storage_error(exc, self.where)
+            self._down_until = time.monotonic() + FAIL_FAST
             raise storage_error(exc, self.where) from None
+        self._down = None
         return self._conn
 
     def _migrate(self) -> None:

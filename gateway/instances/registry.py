@@ -25,7 +25,6 @@ The package, in the order a lookup meets it:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -126,9 +125,11 @@ class Registry(RegistryAdmin):
         return await loop.run_in_executor(None, lambda: cls(settings, limits=limits))
 
     async def close(self) -> None:
-        with contextlib.suppress(StorageError):
+        try:
             await self.flush_audit()
-        await self.flush_usage()
+            await self.flush_usage()
+        except StorageError as exc:
+            log.warning("closing with counters or audit entries not written: %s", exc.message)
         await self._data.close()
         self.audit.close()
 
