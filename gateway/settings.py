@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
@@ -207,9 +207,6 @@ class Settings(BaseSettings):
     # -- limits ------------------------------------------------------------------------------
     # Per-instance request limit (requests per minute); None disables it.
     instance_rate_limit: int | None = Field(default=None, ge=1)
-    # Per-client-address request limit on proxied requests (requests per minute); None: off.
-    # With redis_url both limits count every replica's requests.
-    client_rate_limit: int | None = Field(default=None, ge=1)
     # Caps on new instances (explicit or implicit): in all, and per client address per hour;
     # 0 means no cap. Callers presenting the admin token are never capped.
     max_instances: int = Field(default=10_000, ge=0)
@@ -225,6 +222,9 @@ class Settings(BaseSettings):
     # -- the client commands (register, doctor) ----------------------------------------------
     # The running gateway's URL (POWERMEM_GATEWAY_URL); None: derived from host and port.
     url: str | None = None
+
+    # The event loop each process runs on: uvloop when installed ("auto"), or asyncio's own.
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     # -- logs --------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -203,6 +203,8 @@ def spawn_gateway(tmp_path: Path) -> Iterator[SpawnGateway]:
     """Start real gateway processes (`python -m gateway serve …`); all stopped at teardown.
 
     `spawn_gateway(upstream=…, data_dir=…)` returns at once; `await p.wait_healthy()` next.
+    One worker unless `extra` says otherwise, so what a test sees does not depend on which
+    worker the kernel hands a connection to.
     """
     started: list[GatewayProcess] = []
 
@@ -224,6 +226,7 @@ def spawn_gateway(tmp_path: Path) -> Iterator[SpawnGateway]:
                     str(data_dir),
                     "--instances-file",
                     str(tmp_path / "instances.yaml"),
+                    *(() if "--workers" in extra else ("--workers", "1")),
                     *extra,
                 ],
                 stdout=out,

@@ -23,16 +23,17 @@ async def test_two_replicas_share_one_allowance_per_instance_and_per_client(
         for _ in range(2)
     ]
     try:
-        await replicas[0].admit("pmem-a", "192.0.2.1")
-        await replicas[1].admit("pmem-a", "192.0.2.1")
-        await replicas[0].admit("pmem-a", "192.0.2.1")
+        for n in range(3):
+            await replicas[n % 2].admit_instance("pmem-a")
         with pytest.raises(RateLimited) as caught:
-            await replicas[1].admit("pmem-a", "192.0.2.1")
+            await replicas[1].admit_instance("pmem-a")
         assert caught.value.status == 429 and int(caught.value.headers["Retry-After"]) >= 1
-        await replicas[1].admit("pmem-b", "192.0.2.1")  # the client's 5th: allowed
+        await replicas[1].admit_instance("pmem-b")  # another instance, another count
+        for n in range(5):
+            await replicas[n % 2].admit_client("192.0.2.1", route="GET /api/v1/memories")
         with pytest.raises(RateLimited, match="this address"):
-            await replicas[0].admit("pmem-c", "192.0.2.1")
-        await replicas[0].admit("pmem-c", "192.0.2.2")  # another client, another count
+            await replicas[0].admit_client("192.0.2.1", route="GET /api/v1/memories")
+        await replicas[0].admit_client("192.0.2.2", route="GET /api/v1/memories")
     finally:
         for limits in replicas:
             await limits.close()
@@ -55,10 +56,10 @@ async def test_without_redis_reachable_each_process_limits_on_its_own() -> None:
     """Redis down is not an outage: the process's own buckets apply instead."""
     limits = RateLimits(instance_per_minute=2, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     try:
-        await limits.admit("pmem-a", "192.0.2.1")
-        await limits.admit("pmem-a", "192.0.2.1")
+        await limits.admit_instance("pmem-a")
+        await limits.admit_instance("pmem-a")
         with pytest.raises(RateLimited):
-            await limits.admit("pmem-a", "192.0.2.1")
+            await limits.admit_instance("pmem-a")
     finally:
         await limits.close()
 

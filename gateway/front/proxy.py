@@ -10,6 +10,7 @@ into `Location`, so a redirect (powermem's `/mcp/` → `/mcp`) stays inside the 
 
 from __future__ import annotations
 
+import re
 import time
 from functools import partial
 
@@ -23,7 +24,6 @@ from gateway.front.paths import Route
 from gateway.http.appkeys import (
     LEDGER,
     METRICS,
-    RATE_LIMITER,
     REGISTRY,
     SETTINGS,
     UPSTREAM,
@@ -75,7 +75,7 @@ class PowermemProxy:
         self.ledger: Ledger = app[LEDGER]
         self.pools = app[UPSTREAM_POOLS]
         self.metrics = app[METRICS]
-        self.limiter = app.get(RATE_LIMITER)
+        self.limits = self.registry.limits
         self._streams: dict[str, int] = {}
 
     async def handle(self, ex: Exchange, route: Route) -> None:
@@ -110,8 +110,11 @@ class PowermemProxy:
 
     async def _forward(self, ex: Exchange, route: Route, binding: Binding | None) -> int:
         instance_id = binding.record.instance_id if binding is not None else None
-        if self.limiter is not None:
-            await self.limiter.admit(instance_id, ex.peer)
+        if route.path.startswith("/api/"):
+            # powermem limits its REST routes per client (not /mcp, not its dashboard).
+            await self.limits.admit_client(ex.peer, route=_route_key(ex.method, route.path))
+        if instance_id is not None:
+            await self.limits.admit_instance(instance_id)
         url = self.app[UPSTREAM].url
         stream = _is_stream(route, ex)
         if stream:
@@ -178,6 +181,15 @@ class PowermemProxy:
             self._streams[peer] = left
         else:
             self._streams.pop(peer, None)
+
+
+_ID_SEGMENT = re.compile(r"[0-9]+|[0-9a-f-]{16,}|pmem-[0-9a-f]{16}", re.IGNORECASE)
+
+
+def _route_key(method: bytes, path: str) -> str:
+    """The route a path belongs to, as powermem's per-route limit sees it: ids collapsed."""
+    parts = [("{}" if _ID_SEGMENT.fullmatch(p) else p) for p in path.split("/")]
+    return method.decode("latin-1") + " " + "/".join(parts)
 
 
 def _is_stream(route: Route, ex: Exchange) -> bool:

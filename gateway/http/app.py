@@ -15,7 +15,6 @@ from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
     LEDGER,
     METRICS,
-    RATE_LIMITER,
     REGISTRY,
     RELAY,
     RUNTIME,
@@ -40,7 +39,12 @@ from gateway.proxy.cluster import ClusterLedger, replica_id
 from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import SharedUpstream, StaticUpstream
-from gateway.proxy.upstream_env import default_llm, own_headers, read_env_file
+from gateway.proxy.upstream_env import (
+    client_rate_limit,
+    default_llm,
+    own_headers,
+    read_env_file,
+)
 from gateway.relay.client import ProviderPool
 from gateway.relay.relay import Relay
 from gateway.relay.token import load_relay_token
@@ -49,15 +53,22 @@ from gateway.settings import Settings
 
 __all__ = ["create_app"]
 
-LIMITS = web.AppKey("limits", RateLimits)
-
 log = logging.getLogger("gateway")
 HOUSEKEEPING_INTERVAL = 1.0
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    limits = app[LIMITS]
-    registry = await Registry.open(app[SETTINGS], limits=limits)
+    settings = app[SETTINGS]
+    # powermem's own per-client limit (its .env) is applied here, per client address: behind
+    # the gateway powermem sees one client, us (issue 11.7).
+    limits = RateLimits(
+        instance_per_minute=settings.instance_rate_limit,
+        client_per_minute=client_rate_limit(read_env_file(settings.env_file)),
+        registrations_per_hour=settings.new_instances_per_client_per_hour,
+        # With Redis these hold across every replica (gateway.policy.shared_limits).
+        redis_url=settings.redis_url,
+    )
+    registry = await Registry.open(settings, limits=limits)
     app[REGISTRY] = registry
     task = asyncio.create_task(_housekeeping(registry))
     yield
@@ -196,16 +207,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     ):
         remember_secret(secret)
     app[METRICS] = Metrics()
-    # One set of limits for the proxy and the registry (shared across replicas with Redis).
-    limits = RateLimits(
-        instance_per_minute=settings.instance_rate_limit,
-        client_per_minute=settings.client_rate_limit,
-        registrations_per_hour=settings.new_instances_per_client_per_hour,
-        redis_url=settings.redis_url,
-    )
-    app[LIMITS] = limits
-    if limits.instance is not None or limits.client is not None:
-        app[RATE_LIMITER] = limits
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)

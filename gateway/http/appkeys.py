@@ -7,7 +7,6 @@ from aiohttp import web
 
 from gateway.instances.registry import Registry
 from gateway.observe.metrics import Metrics
-from gateway.policy.ratelimit import RateLimits
 from gateway.proxy.ledger import Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import Upstream
@@ -20,7 +19,6 @@ __all__ = [
     "INSTANCE_ID",
     "LEDGER",
     "METRICS",
-    "RATE_LIMITER",
     "REGISTRY",
     "RELAY",
     "RUNTIME",
@@ -39,7 +37,6 @@ UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 UPSTREAM_POOLS = web.AppKey("upstream_pools", UpstreamPools)
 LEDGER = web.AppKey("ledger", Ledger)
 RELAY: web.AppKey[Relay] = web.AppKey("relay")
-RATE_LIMITER: web.AppKey[RateLimits] = web.AppKey("rate_limiter")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Per-request: which instance and client a request served, for the access log.

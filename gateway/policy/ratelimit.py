@@ -23,7 +23,7 @@ from gateway.errors import InstanceCapReached, RateLimited
 if TYPE_CHECKING:
     from gateway.policy.shared_limits import SharedWindows
 
-__all__ = ["InstanceRateLimiter", "Limiter", "RateLimits", "TokenBuckets", "client_key"]
+__all__ = ["Limiter", "RateLimits", "TokenBuckets", "client_key"]
 
 MAX_KEYS = 100_000  # per table of buckets; the oldest bucket goes first beyond it
 
@@ -127,13 +127,15 @@ class RateLimits:
                 return wait
         return table.hit(key)
 
-    async def admit(self, instance_id: str | None, address: str) -> None:
-        """The request path's check: the client address, then the instance when bound."""
+    async def admit_client(self, address: str, *, route: str = "") -> None:
+        """`check_client`, counted across replicas when Redis is given."""
         if self.client is not None:
-            self._refuse_client(
-                await self._shared_wait(self.client, "client", 60.0, client_key(address))
-            )
-        if instance_id is not None and self.instance is not None:
+            key = f"{client_key(address)} {route}"
+            self._refuse_client(await self._shared_wait(self.client, "client", 60.0, key))
+
+    async def admit_instance(self, instance_id: str) -> None:
+        """`check_instance`, counted across replicas when Redis is given."""
+        if self.instance is not None:
             wait = await self._shared_wait(self.instance, "instance", 60.0, instance_id)
             self._refuse_instance(instance_id, wait)
 
@@ -163,11 +165,12 @@ class RateLimits:
             headers={"Retry-After": str(retry)},
         )
 
-    def check_client(self, address: str) -> None:
-        """Count one request from a client address, or raise `RateLimited`."""
+    def check_client(self, address: str, *, route: str = "") -> None:
+        """Count one request from a client address (to one route, as powermem counts), or
+        raise `RateLimited`."""
         if self.client is None:
             return
-        self._refuse_client(self.client.hit(client_key(address)))
+        self._refuse_client(self.client.hit(f"{client_key(address)} {route}"))
 
     def _refuse_client(self, wait: float) -> None:
         if not wait or self.client is None:
@@ -201,13 +204,3 @@ class RateLimits:
             details={"retry_after": retry, "scope": "client", "limit": self.registration.amount},
             headers={"Retry-After": str(retry)},
         )
-
-
-class InstanceRateLimiter:
-    """The per-instance limit alone (kept for callers written before `RateLimits`)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self._limits = RateLimits(instance_per_minute=per_minute)
-
-    def check(self, instance_id: str) -> None:
-        self._limits.check_instance(instance_id)
