@@ -58,6 +58,11 @@ def start_gateway(
     """`powermem-gateway serve --upstream …` as its own process, with its own data dir."""
     home = work / f"{name}-home"
     home.mkdir(parents=True, exist_ok=True)
+    env_file = home / "powermem.env"
+    if not env_file.exists():
+        # powermem's per-client limit (100/min by default), which the gateway applies per
+        # client address, would turn a load test from one address into 429s.
+        env_file.write_text("POWERMEM_SERVER_RATE_LIMIT_ENABLED=false\n")
     port = free_port()
     head = [sys.executable, "-c", _WITH_UVLOOP] if uvloop else [sys.executable, "-m", "gateway"]
     argv = [
