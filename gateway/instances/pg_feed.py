@@ -264,6 +264,10 @@ class ChangeFeed:
     def _take(self, conn: psycopg.Connection[Any], batch: list[psycopg.Notify]) -> None:
         moved = False
         for notice in batch:
+            head = notice.payload.rpartition(" ")[2] if notice.channel == ACKS_CHANNEL else ""
+            first = notice.payload.split(" ", 1)[0]
+            if not (head or first).isdigit():
+                continue  # not one of ours (anyone with the database's user can NOTIFY)
             if notice.channel == ACKS_CHANNEL:
                 holder, _, confirmed = notice.payload.rpartition(" ")
                 with self._acked:
