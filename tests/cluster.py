@@ -17,13 +17,17 @@ from tests.conftest import GatewayProcess, SpawnGateway
 
 SECRET = "team-master-secret-0123456789abcdef"
 RELAY_TOKEN = "pgr-team-relay-token-0123456789abcdef"
+ADMIN_TOKEN = "pga-team-admin-token-0123456789abcdef"
+# What management calls (list, show, update, delete) carry.
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT_PATH = "/call-llm"
 
 
 def team_env(monkeypatch: pytest.MonkeyPatch, *, secret: str = SECRET) -> None:
-    """What every replica shares: the master secret and the relay token."""
+    """What every replica shares: the master secret, the relay token, the admin token."""
     monkeypatch.setenv("POWERMEM_GATEWAY_SECRET", secret)
     monkeypatch.setenv("POWERMEM_GATEWAY_RELAY_TOKEN", RELAY_TOKEN)
+    monkeypatch.setenv("POWERMEM_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
 
 
 async def start_replicas(

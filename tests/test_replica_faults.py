@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.cluster import SECRET, Stream, register, start_replicas, team_env
+from tests.cluster import ADMIN, SECRET, Stream, register, start_replicas, team_env
 from tests.conftest import REPO_ROOT, SpawnGateway
 from tests.fakes.providers import FakeOpenAI
 from tests.servers import PostgresServer
@@ -84,13 +84,13 @@ async def test_a_replica_killed_mid_registration_loses_and_doubles_nothing(
             assert status in (200, 201)
             if n in answered:
                 assert (status, instance_id) == (200, answered[n])
-        async with session.get(a.url + "/api/v1/instances?limit=1000") as response:
-            listed = (await response.json())["data"]
+        async with session.get(a.url + "/api/v1/instances?limit=1000", headers=ADMIN) as r:
+            listed = (await r.json())["data"]
         items = listed["instances"] if isinstance(listed, dict) else listed
         assert len(items) == 40 == len({i["instance_id"] for i in items})
         put = {"model": "after-the-kill"}
         async with session.put(
-            f"{c.url}/api/v1/instances/{answered[min(answered)]}", json=put
+            f"{c.url}/api/v1/instances/{answered[min(answered)]}", json=put, headers=ADMIN
         ) as r:
             assert r.status == 200
 
@@ -134,7 +134,9 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
                 break
         assert served_again, stream.errors[-5:]
         put = {"model": "v-1", "api_key": KEYS[1]}
-        async with session.put(f"{a.url}/api/v1/instances/{instance_id}", json=put) as r:
+        async with session.put(
+            f"{a.url}/api/v1/instances/{instance_id}", json=put, headers=ADMIN
+        ) as r:
             assert r.status == 200, await r.text()
         stream.acked = 1
         await asyncio.sleep(0.5)

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.cluster import Stream, register, start_replicas, team_env
+from tests.cluster import ADMIN, Stream, register, start_replicas, team_env
 from tests.conftest import SpawnGateway
 from tests.fakes.providers import FakeOpenAI
 
@@ -102,12 +102,14 @@ async def test_put_and_delete_on_one_replica_are_never_served_stale_by_the_other
         await asyncio.sleep(0.5)
         for n in range(1, 21):
             put = {"api_key": KEYS[n], "model": f"v-{n}"}
-            async with session.put(f"{a.url}/api/v1/instances/{instance_id}", json=put) as r:
+            async with session.put(
+                f"{a.url}/api/v1/instances/{instance_id}", json=put, headers=ADMIN
+            ) as r:
                 assert r.status == 200, await r.text()
             stream.acked = n
             await asyncio.sleep(0.05)
         stream.deleting = True
-        async with session.delete(f"{a.url}/api/v1/instances/{instance_id}") as r:
+        async with session.delete(f"{a.url}/api/v1/instances/{instance_id}", headers=ADMIN) as r:
             assert r.status == 200
         stream.deleted = True
         await asyncio.sleep(0.5)
