@@ -15,7 +15,8 @@ registry in
 each against the direct call at 1 connection (added p50) and 16 (throughput). Then, with the
 cached variant on two more replicas that have the record cached, the time from an update's
 commit until the last replica has confirmed dropping its copy (what a PUT waits for before
-it answers), over `UPDATES` updates.
+it answers), over `UPDATES` updates; and what the relay's nonce check costs when powermem's
+call lands on another replica than its request (gateway.proxy.cluster) against a local one.
 """
 
 from __future__ import annotations
@@ -184,5 +185,49 @@ def run(ctx: Context, sizes: tuple[int, ...] = SIZES) -> None:
             if count == sizes[-1]:
                 ctx.extra["invalidation"] = _invalidation(ctx, url, ids["postgresql"], home)
                 print(f"  commit -> last replica dropped its copy: {ctx.extra['invalidation']}")
+                ctx.extra["relay_nonce_check"] = _ledger(url)
+                print(f"  relay nonce check, µs per call: {ctx.extra['relay_nonce_check']}")
     finally:
         postgres.stop()
+
+
+def _ledger(url: str, calls: int = 300) -> dict[str, float]:
+    """A relay call's nonce check: local (shared memory) vs on another replica (two NOTIFYs
+    each way: admit, then the outcome written back), in µs per call."""
+    from gateway.proxy.cluster import ClusterLedger
+
+    async def measure() -> dict[str, float]:
+        a, b = ClusterLedger.anonymous(), ClusterLedger.anonymous()
+        a.join(url, "a" * 16)
+        b.join(url, "b" * 16)
+        await a.start()
+        await b.start()
+        try:
+            local, remote = [], []
+            for _ in range(calls):
+                entry = a.issue("pmem-bench")
+                assert entry is not None
+                started = time.perf_counter()
+                slot = await a.admit(entry.nonce, "pmem-bench")
+                assert slot is not None
+                await a.record(slot)
+                local.append((time.perf_counter() - started) * 1e6)
+                started = time.perf_counter()
+                slot = await b.admit(entry.nonce, "pmem-bench")
+                assert slot is not None
+                await b.record(slot, status=429, reason="rate-limited")
+                remote.append((time.perf_counter() - started) * 1e6)
+                assert a.release(entry).failures == 1
+        finally:
+            await a.stop()
+            await b.stop()
+            a.close()
+            b.close()
+        return {
+            "local_p50_us": round(statistics.median(local), 1),
+            "other_replica_p50_us": round(statistics.median(remote), 1),
+            "other_replica_p90_us": round(sorted(remote)[int(calls * 0.9)], 1),
+            "calls": calls,
+        }
+
+    return asyncio.run(measure())
