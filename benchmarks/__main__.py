@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks import implicit, lookup, proxy, relay, scale
+from benchmarks import implicit, lookup, proxy, relay, replicas, scale
 from benchmarks.context import Context
 from benchmarks.nginx import start_upstream
 from benchmarks.procs import free_port, require_tools
@@ -28,6 +28,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "relay": relay.run,
     "scale": scale.run,
     "lookup": lookup.run,
+    "replicas": replicas.run,
 }
 RESULTS = Path(__file__).with_name("results")
 

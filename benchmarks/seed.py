@@ -22,7 +22,7 @@ from gateway.instances.sqlite_store import DB_FILE, SqliteStore
 from gateway.instances.store import Row, now_iso
 from gateway.settings import Settings
 
-__all__ = ["KEY_FORMAT", "MODEL", "seed"]
+__all__ = ["KEY_FORMAT", "MODEL", "rows_for", "seed"]
 
 # bench.lua's "keys" mode formats the same keys, so LLM-header lookups hit these instances.
 KEY_FORMAT = "sk-scale-%09d-0123456789abcdef"
@@ -43,36 +43,41 @@ def _settings(data_dir: Path, instances_file: Path) -> Settings:
     )
 
 
+def rows_for(registry: Registry, meta_key_id: str | None, count: int) -> list[Row]:
+    """The rows `count` registrations would make, built with the registry's own keys."""
+    stamp = now_iso()
+    rows = []
+    for i in range(count):
+        config = _config(i)
+        digest = registry.digest(config)
+        instance_id = candidate_id(digest, 0)
+        ciphertext = registry.keys.encrypt(
+            config.api_key,
+            SealedFor(instance_id, config.provider, config.base_url),
+            meta_key_id=meta_key_id,
+        )
+        rows.append(
+            Row(
+                instance_id=instance_id,
+                client=config.client,
+                provider=config.provider,
+                model=config.model,
+                api_key=ciphertext,
+                masked_key=mask_key(config.api_key),
+                base_url=config.base_url,
+                config_digest=digest,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+    return rows
+
+
 async def _fast(settings: Settings, count: int) -> list[str]:
     registry = await Registry.open(settings)
     store = SqliteStore(settings.data_dir)
     try:
-        meta_key_id = store.master_key_id()
-        stamp = now_iso()
-        rows = []
-        for i in range(count):
-            config = _config(i)
-            digest = registry.digest(config)
-            instance_id = candidate_id(digest, 0)
-            ciphertext = registry.keys.encrypt(
-                config.api_key,
-                SealedFor(instance_id, config.provider, config.base_url),
-                meta_key_id=meta_key_id,
-            )
-            rows.append(
-                Row(
-                    instance_id=instance_id,
-                    client=config.client,
-                    provider=config.provider,
-                    model=config.model,
-                    api_key=ciphertext,
-                    masked_key=mask_key(config.api_key),
-                    base_url=config.base_url,
-                    config_digest=digest,
-                    created_at=stamp,
-                    updated_at=stamp,
-                )
-            )
+        rows = rows_for(registry, store.master_key_id(), count)
     finally:
         store.close()
         await registry.close()

@@ -53,10 +53,16 @@ def start_gateway(
     data_dir: Path | None = None,
     uvloop: bool = False,
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Gateway:
     """`powermem-gateway serve --upstream …` as its own process, with its own data dir."""
     home = work / f"{name}-home"
     home.mkdir(parents=True, exist_ok=True)
+    env_file = home / "powermem.env"
+    if not env_file.exists():
+        # powermem's per-client limit (100/min by default), which the gateway applies per
+        # client address, would turn a load test from one address into 429s.
+        env_file.write_text("POWERMEM_SERVER_RATE_LIMIT_ENABLED=false\n")
     port = free_port()
     head = [sys.executable, "-c", _WITH_UVLOOP] if uvloop else [sys.executable, "-m", "gateway"]
     argv = [
@@ -74,7 +80,7 @@ def start_gateway(
         str(home / "powermem.env"),
         *extra,
     ]
-    gateway = Gateway(name, argv, work, _clean_env(home), port)
+    gateway = Gateway(name, argv, work, _clean_env(home) | (env or {}), port)
     gateway.wait_http(gateway.url + "/gateway/health")
     return gateway
 

@@ -28,6 +28,7 @@ __all__ = [
     "InvalidConfig",
     "InvalidHeader",
     "LoginRequired",
+    "MasterKeyMismatch",
     "MasterKeyMissing",
     "MethodNotAllowed",
     "NotFound",
@@ -202,6 +203,12 @@ class StorageError(ServiceUnavailable):
     """The registry could not be written (disk full, read-only data dir, …)."""
 
     code = "SYSTEM_STORAGE_ERROR"
+
+
+class MasterKeyMismatch(StorageError):
+    """A replica's master key is not the one its shared registry records (start refused)."""
+
+    code = "MASTER_KEY_MISMATCH"
 
 
 class MasterKeyMissing(StorageError):

@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     relay_token: str | None = Field(default=None, repr=False)
     # Registry in PostgreSQL instead of the data dir's SQLite (issue 13).
     database_url: str | None = Field(default=None, repr=False)
+    # With database_url: cache records in each process, kept honest by LISTEN/NOTIFY with
+    # confirmations and leases (True), or read one row per bound request (False).
+    registry_cache: bool = True
     # Shared state across hosts (rate limits, ledger), when the gateway runs on several.
     redis_url: str | None = Field(default=None, repr=False)
     admin_token_file: Path | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageError
 from gateway.files import ensure_private_dir, ensure_private_file, write_private_file_once
 from gateway.settings import Settings
 
@@ -98,10 +98,20 @@ def read_admin_token(settings: Settings) -> str | None:
 
 
 def load_relay_token(settings: Settings) -> str:
-    """The relay token; generated into the data dir on first start when none is configured."""
+    """The relay token; generated into the data dir on first start when none is configured.
+
+    Replicas on one shared registry (`database_url`) must all accept the token powermem
+    holds, whichever of them its call reaches: there it must be given, never generated.
+    """
     configured = _configured(settings.relay_token, settings.relay_token_file, "RELAY_TOKEN")
     if configured is not None:
         return configured
+    if settings.database_url:
+        raise StorageError(
+            "With --database-url every replica must share the relay token: set "
+            "POWERMEM_GATEWAY_RELAY_TOKEN (or POWERMEM_GATEWAY_RELAY_TOKEN_FILE) to the same "
+            "value on every replica and in powermem's LLM_API_KEY."
+        )
     token = _data_dir_token(settings.data_dir / RELAY_TOKEN_FILE, "pgr-", create=True)
     assert token is not None
     return token

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.instances.registry import Registry
 from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream
 from tests.frontserver import GatewayTestServer
+from tests.servers import PostgresServer, RedisServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -134,6 +136,40 @@ async def gateway_server() -> AsyncIterator[Callable[..., Awaitable[GatewayTestS
     yield start
     for server in reversed(started):
         await server.close()
+
+
+# -- real PostgreSQL and Redis (issue 13), shared by the session, a fresh database per test --
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (tests that restart one start their own)."""
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    return redis_server.url
 
 
 # -- fixtures for the core suite (registry, real gateway processes) ----------------------------

@@ -39,6 +39,7 @@ PINNED: dict[str, tuple[int, str]] = {
     "RateLimited": (429, "RATE_LIMIT_EXCEEDED"),
     "AdminAuthThrottled": (429, "RATE_LIMIT_EXCEEDED"),
     "InstanceCapReached": (429, "RATE_LIMIT_EXCEEDED"),
+    "MasterKeyMismatch": (503, "MASTER_KEY_MISMATCH"),
     "MasterKeyMissing": (503, "MASTER_KEY_MISSING"),
     "StoredKeyRejected": (409, "INSTANCE_KEY_REJECTED"),
     "StoredKeyUnavailable": (409, "INSTANCE_KEY_UNAVAILABLE"),

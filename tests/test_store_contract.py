@@ -1,7 +1,7 @@
-"""The `Store` contract: one suite that every store of record must pass (SQLite today).
+"""The `Store` contract: one suite that every store of record passes (SQLite and PostgreSQL).
 
-A PostgreSQL store (issue 13) adds itself to `STORES` and runs exactly these tests. Each test
-opens "processes" as separate store handles on one database, the way gateway workers do.
+Each test opens "processes" as separate store handles on one database, the way gateway
+workers (or replicas) do; PostgreSQL runs as a real server (tests/servers.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import pytest
 
 from gateway.errors import ConfigConflict, InstanceCapReached, StorageError
 from gateway.files import ensure_private_dir
+from gateway.instances.pg_store import PgStore
 from gateway.instances.sqlite_store import DB_FILE, SqliteStore
 from gateway.instances.store import HOURS_KEPT, Row, Store, UsageDelta
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "postgresql"]
 OpenStore = Callable[[], Store]
 
 
@@ -47,9 +48,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
     """Opens handles on one fresh store; all closed at teardown."""
     opened: list[Store] = []
     data_dir = ensure_private_dir(tmp_path / "data")
+    url = request.getfixturevalue("database_url") if request.param == "postgresql" else ""
 
     def make() -> Store:
-        store: Store = SqliteStore(data_dir)
+        store: Store = PgStore(url) if url else SqliteStore(data_dir)
         opened.append(store)
         return store
 
@@ -449,3 +451,85 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StorageError, match="newer gateway"):
         SqliteStore(data_dir)
+
+
+# -- PostgreSQL only ------------------------------------------------------------------------
+
+
+def test_replicas_opening_a_fresh_database_at_once_migrate_it_once(database_url: str) -> None:
+    """Six replicas opening an empty database together: one schema, each step recorded once."""
+    import psycopg
+
+    from gateway.instances.pg_db import SCHEMA_VERSION
+
+    stores: list[PgStore] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            stores.append(PgStore(database_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == [] and len(stores) == 6
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT version FROM powermem_gateway.schema_migrations ORDER BY version"
+            ).fetchall()
+        assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+        assert stores[0].id_key() == stores[5].id_key()
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_postgresql_schema_from_a_newer_release_is_refused(database_url: str) -> None:
+    """A schema version this gateway does not know is a clear 503, not a guess."""
+    import psycopg
+
+    PgStore(database_url).close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO powermem_gateway.schema_migrations(version) VALUES (99)")
+    with pytest.raises(StorageError, match="newer gateway"):
+        PgStore(database_url)
+
+
+def test_the_first_master_key_claimed_is_the_one_every_replica_is_held_to(
+    database_url: str,
+) -> None:
+    """Claiming records a key only once; later claims return the recorded one."""
+    a, b = PgStore(database_url), PgStore(database_url)
+    try:
+        assert a.claim_master_key_id("k1") == "k1"
+        assert b.claim_master_key_id("k2") == "k1"
+        b.set_master_key_id("k3")  # a rotation moves it on
+        assert a.claim_master_key_id("k1") == "k3"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_audit_entries_of_every_replica_land_in_one_trail(database_url: str) -> None:
+    """Entries added by two replicas are all in the database's audit table."""
+    import psycopg
+
+    a, b = PgStore(database_url), PgStore(database_url)
+    try:
+        a.add_audit([{"ts": stamp(1), "action": "create", "instance_id": "pmem-a"}])
+        b.add_audit([{"ts": stamp(2), "action": "delete", "instance_id": "pmem-a"}])
+    finally:
+        a.close()
+        b.close()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, entry->>'instance_id' FROM powermem_gateway.audit ORDER BY ts"
+        ).fetchall()
+    assert rows == [("create", "pmem-a"), ("delete", "pmem-a")]

@@ -36,6 +36,11 @@ def storage_options(fn: F) -> F:
                 "--env-file",
                 help="powermem's own settings (POWERMEM_ENV_FILE). [default: ~/.powermem/.env]",
             ),
+            click.option(
+                "--database-url",
+                help="Keep the registry in PostgreSQL, shared by several replicas "
+                "(POWERMEM_GATEWAY_DATABASE_URL, or _FILE). [default: SQLite in the data dir]",
+            ),
         ]
     ):
         fn = option(fn)

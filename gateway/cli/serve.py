@@ -103,6 +103,18 @@ def _preflight(settings: Settings, console: Console) -> None:
     help="Require instance secrets with ids. [default: shared when listening beyond loopback]",
 )
 @click.option(
+    "--redis-url",
+    help="Redis shared by the replicas: rate limits then hold across all of them "
+    "(POWERMEM_GATEWAY_REDIS_URL, or _FILE). [default: limits per process]",
+)
+@click.option(
+    "--registry-cache/--no-registry-cache",
+    "registry_cache",
+    default=None,
+    help="With --database-url: cache records in each process, invalidated by LISTEN/NOTIFY "
+    "(default), or read one row per bound request.",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "uvloop", "asyncio"]),
     help="The event loop: uvloop when installed (auto), or asyncio's. [default: auto]",
@@ -119,8 +131,10 @@ def serve(**flags: Any) -> None:
     """Run the gateway (default 127.0.0.1:8848) and, without --upstream, powermem behind it.
 
     Every option can also be set as POWERMEM_GATEWAY_<OPTION> (e.g. POWERMEM_GATEWAY_PORT);
-    secrets as POWERMEM_GATEWAY_SECRET, _ADMIN_TOKEN, _RELAY_TOKEN, _DATABASE_URL or their
-    _FILE variants (a file holding the value).
+    secrets as POWERMEM_GATEWAY_SECRET, _ADMIN_TOKEN, _RELAY_TOKEN, _DATABASE_URL, _REDIS_URL
+    or their _FILE variants (a file holding the value). With --database-url, replicas on
+    several hosts share one registry: each needs the same POWERMEM_GATEWAY_SECRET and
+    POWERMEM_GATEWAY_RELAY_TOKEN.
     """
     settings = load_settings(**flags)
     try:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from gateway.cli.common import load_settings, storage_options
-from gateway.errors import InvalidConfig
+from gateway.errors import GatewayError, InvalidConfig
 from gateway.proxy.upstream_env import read_env_file, render_env, upstream_environment
 from gateway.tokens import load_relay_token
 
@@ -41,10 +41,14 @@ def upstream_env(relay_url: str | None, **values: Any) -> None:
     private (chmod 600).
     """
     settings = load_settings(**values)
+    try:
+        relay_token = load_relay_token(settings)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
     env = upstream_environment(
         read_env_file(settings.env_file),
         relay_url=relay_url or settings.relay_url,
-        relay_token=load_relay_token(settings),
+        relay_token=relay_token,
         data_dir=None,
     )
     try:

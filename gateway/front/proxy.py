@@ -125,9 +125,9 @@ class PowermemProxy:
         instance_id = binding.record.instance_id if binding is not None else None
         if route.path.startswith("/api/"):
             # powermem limits its REST routes per client (not /mcp, not its dashboard).
-            self.limits.check_client(ex.peer, route=_route_key(ex.method, route.path))
+            await self.limits.admit_client(ex.peer, route=_route_key(ex.method, route.path))
         if instance_id is not None:
-            self.limits.check_instance(instance_id)
+            await self.limits.admit_instance(instance_id)
         url = self.app[UPSTREAM].url
         stream = _is_stream(route, ex)
         if stream:

@@ -114,13 +114,13 @@ class RelayEndpoint:
                 )
             baggage = [v.decode("latin-1") for k, v in ex.headers if k == b"baggage"]
             instance_id, nonce = gateway_members(baggage)
-            slot = self._admit(instance_id, nonce, ex.peer)
+            slot = await self._admit(instance_id, nonce, ex.peer)
             body = await _body(ex)
             self.relay.stats.seen(instance_id, proxied=slot is not None)
             if slot is not None and self.ledger.is_probe(slot):
                 # A wiring probe (`POST /gateway/probe`): answered here, no provider called,
                 # and the empty fact list means powermem stores nothing.
-                self.ledger.record_call(slot)
+                await self.ledger.record(slot)
                 ex.respond(200, JSON, orjson.dumps(_probe_answer(body)))
                 status = 200
                 return
@@ -140,10 +140,10 @@ class RelayEndpoint:
                 metrics=None,
             )
 
-    def _admit(self, instance_id: str | None, nonce: str | None, peer: str) -> int | None:
+    async def _admit(self, instance_id: str | None, nonce: str | None, peer: str) -> int | None:
         """The ledger slot this call belongs to; None for an unproxied call that may pass."""
         if nonce is not None:
-            slot = self.ledger.find(nonce, instance_id)
+            slot = await self.ledger.admit(nonce, instance_id)
             if slot is not None:
                 return slot
             self._refused("stale_or_forged", peer)
@@ -196,7 +196,7 @@ class RelayEndpoint:
             elif failed and not reason:
                 reason = reason_of(status)
             if slot is not None:
-                self.ledger.record_call(slot, status=status if failed else 0, reason=reason)
+                await self.ledger.record(slot, status=status if failed else 0, reason=reason)
             if failed and target.instance_id:
                 self.registry.llm_failed(target.instance_id, status, reason)
             self.metrics.relay_call(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from gateway.errors import StorageError
 from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
     ADMIN,
@@ -37,6 +38,7 @@ from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
 from gateway.observe.metrics import Metrics
 from gateway.policy.ratelimit import RateLimits
+from gateway.proxy.cluster import ClusterLedger, replica_id
 from gateway.proxy.ledger import LEDGER_FILE, Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import SharedUpstream, StaticUpstream
@@ -68,6 +70,8 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
         instance_per_minute=settings.instance_rate_limit,
         client_per_minute=client_rate_limit(read_env_file(settings.env_file)),
         registrations_per_hour=settings.new_instances_per_client_per_hour,
+        # With Redis these hold across every replica (gateway.policy.shared_limits).
+        redis_url=settings.redis_url,
     )
     registry = await Registry.open(settings, limits=limits)
     app[REGISTRY] = registry
@@ -77,14 +81,22 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await registry.close()
+    await limits.close()
 
 
 async def _housekeeping(registry: Registry) -> None:
     """instances.yaml edits, usage counters, expired instances: about once a second."""
+    said = ""
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         try:
             await registry.housekeeping()
+            said = ""
+        except StorageError as exc:
+            # The registry is unreachable: one line when that changes, not one a second.
+            if exc.message != said:
+                log.warning("registry housekeeping: %s; will retry", exc.message)
+                said = exc.message
         except Exception:
             log.exception("registry housekeeping failed; will retry")
 
@@ -115,17 +127,25 @@ async def _front_ctx(app: web.Application) -> AsyncIterator[None]:
     reach the relay in any of them."""
     settings = app[SETTINGS]
     runtime = app[RUNTIME]
+    # Replicas on one registry: a relay call may reach another replica (gateway.proxy.cluster).
+    kind = ClusterLedger if settings.database_url else Ledger
     if runtime.run_dir is not None:
-        app[LEDGER] = Ledger.shared(
+        ledger = kind.shared(
             runtime.run_dir / LEDGER_FILE, worker=runtime.worker, workers=runtime.workers
         )
     else:
-        app[LEDGER] = Ledger.anonymous()
+        ledger = kind.anonymous()
+    app[LEDGER] = ledger
+    if isinstance(ledger, ClusterLedger) and settings.database_url:
+        ledger.join(settings.database_url, replica_id(runtime.run_dir))
+        await ledger.start()
     pools = UpstreamPools(connect_timeout=settings.upstream_connect_timeout)
     app[UPSTREAM_POOLS] = pools
     yield
     await pools.close()
-    app[LEDGER].close()
+    if isinstance(ledger, ClusterLedger) and settings.database_url:
+        await ledger.stop()
+    ledger.close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

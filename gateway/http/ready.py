@@ -1,4 +1,7 @@
-"""`/gateway/ready`: 200 only once powermem's memory service really works.
+"""`/gateway/ready`: 200 only once the registry answers and powermem's memory service works.
+
+The registry comes first: a replica whose PostgreSQL registry cannot be reached refuses bound
+requests, so a load balancer should stop sending it traffic until it is back.
 
 powermem's health route answers 200 as soon as its web server runs, even when its memory
 service could not be built (storage unreachable, a package missing, a bad `.env`); every
@@ -15,8 +18,8 @@ import time
 import aiohttp
 from aiohttp import web
 
-from gateway.errors import GatewayError, NotReady
-from gateway.http.appkeys import SETTINGS, UPSTREAM, UPSTREAM_SESSION
+from gateway.errors import GatewayError, NotReady, StorageError
+from gateway.http.appkeys import REGISTRY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
 from gateway.http.envelope import ok
 
 __all__ = ["READINESS", "READY_CHECK_PATH", "READY_PATH", "Readiness", "check_ready", "routes"]
@@ -64,8 +67,23 @@ def _reason(status: int, body: str) -> str:
 
 @routes.get(READY_PATH)
 async def ready(request: web.Request) -> web.Response:
-    """200 when a memory call through to powermem works; 503 with the reason otherwise."""
-    return ok({"ready": True, "upstream": await check_ready(request.app)})
+    """200 when the registry's database answers and a memory call through to powermem works;
+    503 with the reason otherwise."""
+    database = await check_database(request.app)
+    return ok({"ready": True, "upstream": await check_ready(request.app), "database": database})
+
+
+async def check_database(app: web.Application) -> dict[str, object]:
+    """The registry's database health; `NotReady` (with Retry-After) when it does not answer."""
+    try:
+        health: dict[str, object] = await app[REGISTRY].database_health()
+    except StorageError as exc:
+        raise NotReady(
+            exc.message,
+            headers={"Retry-After": exc.headers.get("Retry-After", "2")},
+            details={"database": app[REGISTRY].database, "reachable": False},
+        ) from None
+    return health
 
 
 async def check_ready(app: web.Application) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "ProbeResult",
     "ProviderProbe",
     "Ready",
+    "ReadyDatabase",
     "Registration",
     "SecretRevoked",
     "SecretRotated",
@@ -185,13 +186,27 @@ class Status(BaseModel):
     )
 
 
+class ReadyDatabase(BaseModel):
+    """The registry's store of record as readiness found it (issue 13)."""
+
+    model_config = _OUT
+
+    kind: Literal["sqlite", "postgresql"]
+    reachable: bool
+    # PostgreSQL only: whether this process caches records, and whether its lease holds.
+    cache: Literal["listen", "off"] | None = None
+    cache_lease: bool | None = None
+
+
 class Ready(BaseModel):
-    """`GET /gateway/ready`: a memory call through to powermem works (503 until it does)."""
+    """`GET /gateway/ready`: the registry answers and a memory call through to powermem
+    works (503 until both do)."""
 
     model_config = _OUT
 
     ready: Literal[True]
     upstream: Literal["external", "managed"]
+    database: ReadyDatabase
 
 
 class ProviderProbe(BaseModel):

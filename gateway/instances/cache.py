@@ -1,4 +1,4 @@
-"""This process's cache of records by id and ids by config digest, kept honest by `ChangeLog`.
+"""This process's cache of records by id and ids by config digest, kept honest by `Changes`.
 
 A hit is one counter read (see gateway.instances.changes) and one dict lookup. Entries may
 say "absent" too, so a flood of unknown ids or unregistered configurations does not turn into
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from gateway.instances.changes import ChangeLog
 from gateway.instances.model import InstanceRecord
+from gateway.instances.store import Changes
 
 __all__ = ["ABSENT", "CAPACITY", "MISS", "RecordCache"]
 
@@ -36,7 +36,7 @@ Cached = InstanceRecord | _Marker
 
 
 class RecordCache:
-    def __init__(self, changes: ChangeLog, capacity: int = CAPACITY) -> None:
+    def __init__(self, changes: Changes, capacity: int = CAPACITY) -> None:
         self._changes = changes
         self._capacity = capacity
         self._records: dict[str, InstanceRecord | _Marker] = {}

@@ -1,7 +1,8 @@
 """The store of record as this process sees it: through its cache, on one worker thread.
 
 Reads that miss the cache hold the change file's shared lock while they read the store;
-writes hold its exclusive lock and announce before they commit (gateway.instances.changes).
+writes hold its exclusive lock and announce before they commit (gateway.instances.changes;
+on PostgreSQL the change feed, gateway.instances.pg_feed, plays the same part).
 Both hand back the counter they ran at, and what they read or wrote lands in the cache only
 if nothing changed since (gateway.instances.cache). The store itself is blocking and is only
 ever called from the one worker thread, so it needs no locking of its own.
@@ -16,9 +17,8 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from gateway.instances.cache import ABSENT, MISS, RecordCache
-from gateway.instances.changes import ChangeLog
 from gateway.instances.model import InstanceRecord
-from gateway.instances.store import Row, Store
+from gateway.instances.store import Changes, Row, Store
 
 __all__ = ["CachedStore", "to_record"]
 
@@ -43,7 +43,7 @@ def to_record(row: Row) -> InstanceRecord:
 
 
 class CachedStore:
-    def __init__(self, store: Store, changes: ChangeLog) -> None:
+    def __init__(self, store: Store, changes: Changes) -> None:
         self.store = store
         self.changes = changes
         self.cache = RecordCache(changes)
@@ -69,8 +69,7 @@ class CachedStore:
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, int | None]:
         with self.changes.exclusive():
             result = fn(*args, announce=self.changes, **kwargs)
-            # Still under the lock: nobody else can have moved the counter since ours.
-            return result, self.changes.read()
+        return result, self.changes.written_at
 
     async def read(self, fn: Callable[..., T], *args: Any) -> tuple[T, int | None]:
         return await self.run(self._read, fn, *args)

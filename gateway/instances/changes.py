@@ -58,6 +58,8 @@ class ChangeLog:
         self.path = data_dir / CHANGES_FILE
         self._fd: int | None = None
         self._locked: int | None = None  # the descriptor we hold LOCK_EX on
+        # The counter as the last `exclusive()` block left it, read under its lock.
+        self.written_at: int | None = None
         self._warned = False
         # Descriptors replaced by `reopen`, closed only at `close`: another thread may still be
         # reading one, and a number closed under it could be reused for some other file.
@@ -230,10 +232,13 @@ class ChangeLog:
         if fd is None:
             # Nobody can cache without the file, so there is nobody to tell.
             yield self
+            self.written_at = None
             return
         self._locked = fd
         try:
             yield self
+            # Still under the lock: nobody else can have moved the counter since ours.
+            self.written_at = self.read()
         finally:
             self._locked = None
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -13,8 +13,8 @@ The package, in the order a lookup meets it:
     yamlfile      instances.yaml entries (pydantic), problems reported per entry
     cache         this process's records, checked against changes (the change file)
     cached_store  the store seen through that cache, on one worker thread
-    store         the Store protocol; sqlite_db/_store/_keys/_usage implement it, backends
-                  picks one
+    store         the Store protocol; sqlite_db/_store/_keys/_usage and pg_db/_store/_keys/
+                  _usage implement it, backends picks one (and pg_feed: PostgreSQL's changes)
     crypto        AES-GCM ciphertexts bound to id, provider and base URL; keystore: which keys
     keyaccess     opening a key for a call, or refusing it; credentials: instance secrets
     writes        configuration → row; usage: counters; listing/paging: pages and totals
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -37,9 +38,8 @@ from gateway.errors import (
 from gateway.files import ensure_private_dir
 from gateway.instances import housekeeping
 from gateway.instances.admin import RegistryAdmin, unknown
-from gateway.instances.backends import open_store
+from gateway.instances.backends import check_master_key, describe, open_changes, open_store
 from gateway.instances.cached_store import CachedStore
-from gateway.instances.changes import ChangeLog
 from gateway.instances.credentials import hash_secret, new_secret, secret_matches
 from gateway.instances.keyaccess import KeyOpener
 from gateway.instances.keystore import KeyStore
@@ -56,6 +56,10 @@ from gateway.settings import Settings
 __all__ = ["Registration", "Registry"]
 
 log = logging.getLogger("gateway.registry")
+
+# Audit entries waiting for the shared store (a flush is about once a second); beyond it the
+# oldest go first, and audit.log in the data dir still holds every one of them.
+AUDIT_PENDING = 10_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Registry(RegistryAdmin):
         self.limits = limits or RateLimits(
             instance_per_minute=settings.instance_rate_limit,
             registrations_per_hour=settings.new_instances_per_client_per_hour,
+            redis_url=settings.redis_url,
         )
         data_dir = ensure_private_dir(settings.data_dir)
         with ExitStack() as undo:  # a refused start leaves no database or file open
@@ -89,11 +94,15 @@ class Registry(RegistryAdmin):
                 settings.previous_secrets,
                 key_prefixes=store.key_prefixes,
             )
-            changes = ChangeLog(data_dir)
+            check_master_key(store, self.keys)
+            changes = open_changes(settings, data_dir, store)
             undo.callback(changes.close)
             self._id_key = store.id_key()
             upgrade_ciphertexts(store, self.keys, changes)
-            self.audit = AuditLog(data_dir)
+            # On a shared store every replica's audit entries also go to the database.
+            self._audit_pending: deque[dict[str, object]] = deque(maxlen=AUDIT_PENDING)
+            forward = self._audit_pending.append if store.remote else None
+            self.audit = AuditLog(data_dir, forward=forward)
             undo.callback(self.audit.close)
             self._file = InstancesFile(
                 settings.instances_file,
@@ -116,9 +125,41 @@ class Registry(RegistryAdmin):
         return await loop.run_in_executor(None, lambda: cls(settings, limits=limits))
 
     async def close(self) -> None:
-        await self.flush_usage()
+        try:
+            await self.flush_audit()
+            await self.flush_usage()
+        except StorageError as exc:
+            log.warning("closing with counters or audit entries not written: %s", exc.message)
         await self._data.close()
         self.audit.close()
+
+    @property
+    def database(self) -> str:
+        """Which store of record: `sqlite` or `postgresql`."""
+        return describe(self._data.store)
+
+    async def database_health(self) -> dict[str, object]:
+        """The store of record as readiness reports it; raises `StorageError` when it is down."""
+        data = self._data
+        await data.run(data.store.ping)
+        report: dict[str, object] = {"kind": self.database, "reachable": True}
+        if data.store.remote:
+            caching = bool(getattr(data.changes, "caching", False))
+            report["cache"] = "listen" if self._settings.registry_cache else "off"
+            report["cache_lease"] = caching
+        return report
+
+    async def flush_audit(self) -> None:
+        """Audit entries recorded since the last flush, into the shared store's trail."""
+        pending = list(self._audit_pending)
+        if not pending:
+            return
+        self._audit_pending.clear()
+        try:
+            await self._data.run(self._data.store.add_audit, pending)
+        except StorageError:
+            self._audit_pending.extendleft(reversed(pending))
+            raise
 
     @property
     def store(self) -> CachedStore:
@@ -138,6 +179,7 @@ class Registry(RegistryAdmin):
         """About once a second: instances.yaml, usage, the change file, expired instances."""
         self._file.reload()
         await self.flush_usage()
+        await self.flush_audit()
         await housekeeping.tick(self._data, self.audit, self.expiry)
 
     async def expire_idle(self) -> int:
@@ -246,7 +288,7 @@ class Registry(RegistryAdmin):
         with_secret: bool,
     ) -> tuple[InstanceRecord, bool, str | None]:
         if not privileged:
-            self.limits.check_registration(source)
+            await self.limits.admit_registration(source)
         secret = new_secret() if with_secret else None
         build = self._rows.new(
             config,

@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 
 from gateway.files import ensure_private_dir
-from gateway.instances.backends import open_store
-from gateway.instances.changes import ChangeLog
+from gateway.instances.backends import open_changes, open_store
 from gateway.instances.keystore import NEXT_KEY_FILE, KeyStore
 from gateway.observe.audit import AuditLog
 from gateway.settings import Settings
@@ -34,7 +33,7 @@ def reset_stored_keys(settings: Settings, *, source: str = "cli") -> ResetReport
     """Forget every stored key and start a fresh master key (blocking; for the CLI)."""
     data_dir = ensure_private_dir(settings.data_dir)
     store = open_store(settings, data_dir)
-    changes = ChangeLog(data_dir)
+    changes = open_changes(settings, data_dir, store)
     audit = AuditLog(data_dir)
     try:
         with changes.exclusive():

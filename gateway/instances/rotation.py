@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 from gateway.errors import StorageError
 from gateway.files import write_private_file_once
-from gateway.instances.changes import ChangeLog
 from gateway.instances.crypto import (
     MASTER_KEY_FILE,
     OLD_VERSION,
@@ -41,7 +40,7 @@ from gateway.instances.crypto import (
     key_id_of,
 )
 from gateway.instances.keystore import NEXT_KEY_FILE, KeyStore, archive_name, read_key_file
-from gateway.instances.store import Ciphertext, Store
+from gateway.instances.store import Changes, Ciphertext, Store
 
 __all__ = ["BATCH", "Progress", "RotationReport", "rotate"]
 
@@ -103,7 +102,7 @@ def _choose_target(keys: KeyStore, report: RotationReport) -> MasterKey:
 
 
 def _sweep(
-    store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey, progress: Progress | None
+    store: Store, keys: KeyStore, changes: Changes, target: MasterKey, progress: Progress | None
 ) -> int:
     done = 0
     current = f"{VERSION}.{target.key_id}."
@@ -141,7 +140,7 @@ def reseal(keys: KeyStore, target: MasterKey, c: Ciphertext) -> str:
 
 
 def rotate(
-    store: Store, keys: KeyStore, changes: ChangeLog, progress: Progress | None = None
+    store: Store, keys: KeyStore, changes: Changes, progress: Progress | None = None
 ) -> RotationReport:
     """Run (or finish) a rotation; blocking, for the registry's worker thread.
 

@@ -42,6 +42,14 @@ class SqliteKeys:
                 (key_id,),
             )
 
+    def claim_master_key_id(self, key_id: str) -> str:
+        with self.database.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta(name, value) VALUES ('master_key_id', ?)", (key_id,)
+            )
+            (value,) = db.execute("SELECT value FROM meta WHERE name='master_key_id'").fetchone()
+        return str(value)
+
     # -- stored keys ----------------------------------------------------------------------------
 
     def ciphertexts(self) -> list[Ciphertext]:
@@ -70,6 +78,9 @@ class SqliteKeys:
                     found = db.execute(f"{SELECT} WHERE instance_id = ?", (instance_id,)).fetchone()
                     done.append(Row(*found))
         return done
+
+    def add_audit(self, entries: Sequence[dict[str, object]]) -> None:
+        """The data dir's audit.log is the whole trail of a one-machine gateway."""
 
     def drop_ciphertexts(self, *, announce: Announcer) -> int:
         with self.database.write() as db:

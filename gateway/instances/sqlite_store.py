@@ -71,12 +71,17 @@ def _filters(
 class SqliteStore(SqliteKeys):
     """Blocking SQLite access; call it from one worker thread (see `Registry`)."""
 
+    remote = False
+
     def __init__(self, data_dir: Path) -> None:
         self.database = Database(data_dir)
         self.path = self.database.path
 
     def close(self) -> None:
         self.database.close()
+
+    def ping(self) -> None:
+        self.database.one("SELECT 1")
 
     # -- instances -------------------------------------------------------------------------
 

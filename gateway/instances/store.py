@@ -1,19 +1,21 @@
 """The store of record's interface: what the registry needs from a database, and nothing more.
 
-`SqliteStore` (gateway.instances.sqlite_store) is the embedded default; a PostgreSQL store
-(issue 13) implements the same `Store` protocol and runs the same shared test suite
-(tests/test_store_contract.py). Every method is blocking and is called from the registry's
-one worker thread, never from the event loop.
+`SqliteStore` (gateway.instances.sqlite_store) is the embedded default; `PgStore`
+(gateway.instances.pg_store, issue 13) implements the same protocol for several replicas, and
+both run the same shared test suite (tests/test_store_contract.py). Every method is blocking
+and is called from the registry's one worker thread, never from the event loop.
 
 Writes that change what an instance *is* (create, replace, delete, secret, key, source) take
 an `Announcer` and call it inside their transaction, before it commits, with the ids and
 config digests about to change. That is how other processes learn to drop what they cached
-(gateway.instances.changes); a store on a server would NOTIFY there instead.
+(gateway.instances.changes); the PostgreSQL store also records and NOTIFYs them itself, in the
+same transaction (gateway.instances.pg_feed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -21,6 +23,7 @@ from typing import Any, Literal, Protocol
 __all__ = [
     "HOURS_KEPT",
     "Announcer",
+    "Changes",
     "Ciphertext",
     "Row",
     "Source",
@@ -92,6 +95,38 @@ class Announcer(Protocol):
     def changed_all(self) -> None: ...
 
 
+class Changes(Announcer, Protocol):
+    """How one process learns what other processes changed, and tells them what it changes.
+
+    `ChangeLog` (gateway.instances.changes) on one machine, `ChangeFeed`
+    (gateway.instances.pg_feed) on PostgreSQL. The counter `read()` returns moves with every
+    change this process has taken in; None means "do not serve from a cache now".
+    """
+
+    # The counter a write's result may be cached at (set by `exclusive()` as it ends).
+    written_at: int | None
+
+    def read(self) -> int | None: ...
+
+    def since(self, seen: int, now: int) -> set[str] | None:
+        """The keys changed after `seen` up to `now`; None means "assume everything"."""
+        ...
+
+    def shared(self) -> AbstractContextManager[int | None]:
+        """Around a cache miss's read: yields the counter the read is done at."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """Around a write: announce inside; once it ends every process knows."""
+        ...
+
+    def check(self) -> object:
+        """Housekeeping: repair what can be repaired (a replaced file, a stopped feed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 # build(instance_id, master_key_id) -> Row, run inside the write transaction.
 BuildNew = Callable[[str, str | None], Row]
 # build(master_key_id) -> Row, run inside the write transaction.
@@ -101,7 +136,15 @@ BuildReplacement = Callable[[str | None], Row]
 class Store(Protocol):
     """The registry's store of record. Raise `StorageError` (503) when it cannot be used."""
 
+    # Whether other hosts share this store (PostgreSQL): the master key must then come from
+    # the environment, and the key the store records is checked at start.
+    remote: bool
+
     def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise `StorageError` unless the store answers now (readiness)."""
+        ...
 
     # -- facts shared by every process ---------------------------------------------------
 
@@ -114,6 +157,10 @@ class Store(Protocol):
         ...
 
     def set_master_key_id(self, key_id: str) -> None: ...
+
+    def claim_master_key_id(self, key_id: str) -> str:
+        """Record `key_id` as the writing master key unless one is recorded; the recorded one."""
+        ...
 
     # -- instances -------------------------------------------------------------------------
 
@@ -197,4 +244,10 @@ class Store(Protocol):
 
     def usage(self, instance_ids: Sequence[str], *, since_hour: int) -> dict[str, dict[str, Any]]:
         """Counters, last LLM error and hourly buckets (hour ≥ since_hour) of each id."""
+        ...
+
+    # -- the audit trail ------------------------------------------------------------------------
+
+    def add_audit(self, entries: Sequence[dict[str, object]]) -> None:
+        """Keep audit entries where every replica's are (a no-op where audit.log is that)."""
         ...

@@ -16,18 +16,17 @@ from __future__ import annotations
 import logging
 
 from gateway.errors import StorageError
-from gateway.instances.changes import ChangeLog
 from gateway.instances.crypto import OLD_VERSION
 from gateway.instances.keystore import KeyStore
 from gateway.instances.rotation import BATCH, reseal
-from gateway.instances.store import Store
+from gateway.instances.store import Changes, Store
 
 __all__ = ["upgrade_ciphertexts"]
 
 log = logging.getLogger("gateway.registry")
 
 
-def upgrade_ciphertexts(store: Store, keys: KeyStore, changes: ChangeLog) -> int:
+def upgrade_ciphertexts(store: Store, keys: KeyStore, changes: Changes) -> int:
     """Re-seal every v1 ciphertext as v2; returns how many rows were upgraded."""
     if not any(p.startswith(OLD_VERSION + ".") for p in store.key_prefixes()):
         return 0

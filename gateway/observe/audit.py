@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -60,8 +61,17 @@ TAIL_BYTES = 64 * 1024
 
 
 class AuditLog:
-    def __init__(self, data_dir: Path, *, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_bytes: int = MAX_BYTES,
+        keep: int = KEEP,
+        forward: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        """`forward`, when given, is handed each entry too (a shared registry keeps them all)."""
         self.path = data_dir / AUDIT_FILE
+        self._forward = forward
         self.max_bytes = max_bytes
         self.keep = max(1, keep)
         for path in (self.path, *self._backups(), self._lock_path):
@@ -142,6 +152,8 @@ class AuditLog:
     ) -> None:
         """Append one entry. `fields` are field *names*; `key_ids` are master-key fingerprints."""
         line = self._line(action, instance_id, client, source, fields, key_ids)
+        if self._forward is not None:
+            self._forward(json.loads(line))
         with self._lock:
             if self._fd is None:
                 return

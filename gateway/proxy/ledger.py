@@ -185,6 +185,17 @@ class Ledger:
             self._mem, offset + 32, calls + 1, failures, last_status, last_reason, flags
         )
 
+    # -- the relay's side, awaited: the same on one host, remote for a cluster's foreign nonces
+    # (gateway.proxy.cluster); slots it returns are only ever handed back to these methods.
+
+    async def admit(self, nonce: str, instance_id: str | None) -> int | None:
+        """`find`, for a relay call (a cluster asks the replica that issued the nonce)."""
+        return self.find(nonce, instance_id)
+
+    async def record(self, slot: int, *, status: int = 0, reason: str = "") -> None:
+        """`record_call` on a slot `admit` gave."""
+        self.record_call(slot, status=status, reason=reason)
+
     def _read(self, offset: int) -> Outcome:
         calls, failures, status, reason, flags = _COUNTS.unpack_from(self._mem, offset + 32)
         name = REASONS[reason] if reason < len(REASONS) else ""

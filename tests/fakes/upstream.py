@@ -132,8 +132,9 @@ async def _hop(request: web.Request) -> web.Response:
 
 async def _call_llm(request: web.Request) -> web.Response:
     """What powermem does for an LLM route: call the gateway's relay (found through
-    `X-Forwarded-Host`) carrying the request's baggage, with the relay token the test sent
-    in `X-Relay-Token`; answers 200 with the relay's status and body, as powermem would."""
+    `X-Forwarded-Host`, or `X-Relay-Host` when a test aims at another replica, as a load
+    balancer in front of several would) carrying the request's baggage, with the relay token
+    the test sent in `X-Relay-Token`; answers 200 with the relay's status and body."""
     body = await request.read()
     request.app[RECORDER].requests.append(
         Seen(request.method, request.raw_path, CIMultiDict(request.headers), body)
@@ -142,7 +143,8 @@ async def _call_llm(request: web.Request) -> web.Response:
     if "baggage" in request.headers:
         headers["baggage"] = request.headers["baggage"]
     chat = {"model": "relay-model", "messages": [{"role": "user", "content": "extract facts"}]}
-    url = f"http://{request.headers['X-Forwarded-Host']}/relay/v1/chat/completions"
+    host = request.headers.get("X-Relay-Host") or request.headers["X-Forwarded-Host"]
+    url = f"http://{host}/relay/v1/chat/completions"
     async with (
         aiohttp.ClientSession() as session,
         session.post(url, json=chat, headers=headers) as answer,
