@@ -142,7 +142,12 @@ class FrontProtocol(asyncio.Protocol):
         except HttpParserUpgrade as exc:
             self._upgrade(data, exc.args[0] if exc.args else len(data))
         except HttpParserError as exc:
-            self._bad(BadRequest(f"Malformed HTTP request ({_reason(exc)})."))
+            # httptools wraps what a callback raises (`HeadTooLarge`, a refused upgrade).
+            ours = exc.__context__
+            if isinstance(ours, GatewayError):
+                self._bad(ours)
+            else:
+                self._bad(BadRequest(f"Malformed HTTP request ({_reason(exc)})."))
         except GatewayError as exc:
             self._bad(exc)
 
