@@ -180,7 +180,10 @@ class FrontProtocol(asyncio.Protocol):
             raise HeadTooLarge(f"A header field is longer than {MAX_FIELD} bytes.")
         if len(self._headers) >= MAX_HEADERS or self._head_bytes > MAX_HEAD:
             raise HeadTooLarge(f"The request head is larger than {MAX_HEAD} bytes.")
-        self._headers.append((name.lower(), value))
+        if self._in_head:
+            # Trailer fields (after a chunked body) count toward the limits but are dropped:
+            # merged into the head they would become headers the door never checked.
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
