@@ -195,7 +195,16 @@ class FrontProtocol(asyncio.Protocol):
             if key == b"content-length":
                 length = int(value)  # llhttp has validated it (and refused duplicates)
             elif key == b"transfer-encoding":
+                # Only plain chunked: llhttp refuses other final codings only after this
+                # callback, and a coding under chunked (`gzip, chunked`) would reach powermem
+                # undone under our re-framing.
+                if value.strip().lower() != b"chunked":
+                    raise BadRequest("Transfer-Encoding other than 'chunked' is not accepted.")
                 chunked = True
+        if (chunked or length) and parser.should_upgrade():
+            # llhttp stops at an upgrade and never reads the body: forwarding the request
+            # would drop its body silently (see `_upgrade`).
+            raise BadRequest("A protocol upgrade request cannot carry a body here.")
         body = RequestBody(self, length=length, chunked=chunked)
         exchange = Exchange(
             self,
@@ -301,20 +310,19 @@ class FrontProtocol(asyncio.Protocol):
         self._close()
 
     def _upgrade(self, data: bytes, offset: int) -> None:
-        """llhttp stops at an `Upgrade` request. We switch to nothing: a request without a
-        body is served as a plain one (the header is hop-by-hop and dropped); any other is
-        refused, since its body is now beyond what the parser will read."""
+        """llhttp stops at an upgrade (`Connection: upgrade`, and every CONNECT). We switch
+        to nothing: a bodiless upgrade request is served as a plain one (the header is
+        hop-by-hop and dropped; one with a body was refused in `on_headers_complete`). After
+        CONNECT a client may send tunnel bytes at once: nothing more is read as HTTP."""
         exchange = self._queue[-1] if self._queue else None
-        if exchange is not None and not exchange.body.present:
-            self._parser = HttpRequestParser(self)
-            if offset < len(data):
-                self.data_received(data[offset:])
-            return
-        if exchange is not None:
-            exchange.keep_alive = False
-            exchange.body.end(BodyBroken("protocol upgrade with a body"))
         self._parser = HttpRequestParser(self)
-        self._pause_reading()
+        if exchange is None or exchange.method == b"CONNECT":
+            if exchange is not None:
+                exchange.keep_alive = False
+            self._pause_reading()
+            return
+        if offset < len(data):
+            self.data_received(data[offset:])
 
     def _end_current_body(self, failure: BaseException) -> None:
         if self._parsing is not None:
