@@ -90,6 +90,8 @@ class FrontProtocol(asyncio.Protocol):
         self._parsing: Exchange | None = None
         self._in_head = False
         self._continue_sent = False
+        # A malformed pipelined head, answered once the requests before it have been.
+        self._refusal: GatewayError | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_kind = "idle"
@@ -280,6 +282,8 @@ class FrontProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         if not reusable:
+            if self._refusal is not None and not self._queue:
+                self.server.refuse(self, self._refusal)
             self._close()
             return
         if self._body_paused:
@@ -298,13 +302,18 @@ class FrontProtocol(asyncio.Protocol):
         self._task = asyncio.get_running_loop().create_task(self.server.run(exchange))
 
     def _bad(self, exc: GatewayError) -> None:
-        """The client sent something we cannot parse: answer if we still can, then close."""
+        """The client sent something we cannot parse, and nothing more is read. A broken body
+        is for its own request to answer (`BodyBroken.answer`); a broken head is answered
+        after the requests before it (pipelined) have been, then the connection closes."""
         self._parser = HttpRequestParser(self)  # a failed parser raises forever; keep it quiet
         self._pause_reading()
-        self._end_current_body(BodyBroken("malformed request"))
+        if self._parsing is not None:
+            self._parsing.keep_alive = False
+            self._end_current_body(BodyBroken("malformed request", exc))
+            return
         if self._queue:
-            # A response is under way for an earlier request; the broken one gets none.
             self._queue[-1].keep_alive = False
+            self._refusal = exc
             return
         self.server.refuse(self, exc)
         self._close()
@@ -380,7 +389,10 @@ class FrontProtocol(asyncio.Protocol):
             return
         self.server.note_slow(self, kind)
         if kind == "body":
-            self._end_current_body(BodyBroken("the request body stalled"))
+            stalled = RequestTimeout(
+                f"The request body stalled for {self.server.limits.body_timeout:g}s."
+            )
+            self._end_current_body(BodyBroken("the request body stalled", stalled))
             if self._queue:
                 self._queue[0].keep_alive = False
             return

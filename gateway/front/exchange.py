@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.errors import GatewayError
 from gateway.wire.heads import Header, response_head
 
 __all__ = ["BodyBroken", "BodyTooLarge", "Connection", "Exchange", "RequestBody"]
@@ -46,7 +47,13 @@ class BodyTooLarge(Exception):
 
 
 class BodyBroken(Exception):
-    """The client went away (or timed out) before its body was complete."""
+    """The client went away, stalled, or sent a malformed body before its body was complete."""
+
+    def __init__(self, reason: str, answer: GatewayError | None = None) -> None:
+        super().__init__(reason)
+        # What to tell a client that is still there (malformed: 400, stalled: 408); None
+        # when it is gone, or the connection is just cut.
+        self.answer = answer
 
 
 class RequestBody:
@@ -107,7 +114,7 @@ class RequestBody:
         self._protocol.continue_body()
         while not self.complete:
             if self.failed is not None:
-                raise BodyBroken from self.failed
+                raise BodyBroken(str(self.failed)) from self.failed
             if self._buffered > limit:
                 raise BodyTooLarge
             self._protocol.resume_body()
