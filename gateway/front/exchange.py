@@ -244,8 +244,14 @@ class Exchange:
             out.append((b"Transfer-Encoding", b"chunked"))
         else:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+        if self.body.present and not self.body.complete:
+            # Answered before its body was read (refused, or answered early): the rest of the
+            # body will not be read as a next request, so the connection closes after this.
+            self.keep_alive = False
         if not self.keep_alive:
             out.append((b"Connection", b"close"))
+        elif self.version == b"1.0":
+            out.append((b"Connection", b"keep-alive"))  # else a 1.0 client expects a close
         self._pending.append(response_head(status, out, version=self.version))
 
     def send(self, chunk: bytes) -> None:
