@@ -133,10 +133,11 @@ class FrontProtocol(asyncio.Protocol):
             self._notify_drain(resume=True)
 
     def eof_received(self) -> bool | None:
-        # The client half-closed: it sends nothing more, but may still read what it asked for.
-        if self._parsing is not None or self._in_head:
-            self._end_current_body(BodyBroken("the client stopped sending mid-request"))
-        return bool(self._queue)
+        # The client closed its side. A client that stops sending but still reads is rare; a
+        # killed one (its FIN) is not, and would hold its powermem connection, or an MCP
+        # stream, until powermem next writes. So, as nginx does, it is taken as gone: the
+        # transport closes and `connection_lost` lets go of whatever it was waiting for.
+        return False
 
     def data_received(self, data: bytes) -> None:
         try:
