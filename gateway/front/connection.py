@@ -365,10 +365,14 @@ class FrontProtocol(asyncio.Protocol):
             (resume_fn if resume else pause)()
 
     def _arm(self, seconds: float, kind: str) -> None:
-        """Move the connection's one deadline (no new timer unless the old one fired)."""
+        """Move the connection's one deadline (a new timer only when the old one fired, or
+        would fire too late: a body timeout shorter than the head's)."""
         loop = asyncio.get_running_loop()
         self._timeout_kind = kind
         self._deadline = loop.time() + seconds
+        if self._timer is not None and self._deadline < self._timer.when():
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = loop.call_at(self._deadline, self._expire)
 
