@@ -185,7 +185,9 @@ async def forward(
     finally:
         client.on_drain = None
         client.on_gone = None
-    pool.release(conn, reuse=not client.gone)
+    # A streamed body that did not reach its end (powermem answered early) leaves the
+    # connection expecting the rest: the next request sent on it would be read as body bytes.
+    pool.release(conn, reuse=not client.gone and (replayable or body.complete))
     result.whole = not client.gone
     client.finish()
     return result
