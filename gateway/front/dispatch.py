@@ -101,4 +101,4 @@ def _preflight(ex: Exchange) -> None:
     ]
     if requested and _TOKEN_LIST.fullmatch(requested):
         headers.append((b"access-control-allow-headers", requested))
-    ex.respond(204, headers)
+    ex.respond(204, [], cors=headers)

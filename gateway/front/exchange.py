@@ -221,12 +221,22 @@ class Exchange:
     def paused(self) -> bool:
         return self._protocol.writing_paused
 
-    def send_head(self, status: int, headers: list[Header], *, length: int | None = None) -> None:
-        """The status line and headers; hop-by-hop and CORS headers are ours to write."""
+    def send_head(
+        self,
+        status: int,
+        headers: list[Header],
+        *,
+        length: int | None = None,
+        cors: list[Header] | None = None,
+    ) -> None:
+        """The status line and headers; hop-by-hop and CORS headers are ours to write (`cors`:
+        the door's own, such as a preflight's answer, the only ones kept)."""
         assert not self.started
         self.started = True
         self.status = status
         out = [h for h in headers if not h[0].startswith(b"access-control-")]
+        if cors:
+            out += cors
         if self.cors_origin is not None:
             out += (
                 (b"Access-Control-Allow-Origin", self.cors_origin),
@@ -279,8 +289,15 @@ class Exchange:
         self.flush()
         self._protocol.exchange_done(self)
 
-    def respond(self, status: int, headers: list[Header], body: bytes = b"") -> None:
-        self.send_head(status, headers, length=len(body))
+    def respond(
+        self,
+        status: int,
+        headers: list[Header],
+        body: bytes = b"",
+        *,
+        cors: list[Header] | None = None,
+    ) -> None:
+        self.send_head(status, headers, length=len(body), cors=cors)
         self.send(body)
         self.finish()
 
