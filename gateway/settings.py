@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
@@ -219,6 +219,9 @@ class Settings(BaseSettings):
     # -- the client commands (register, doctor) ----------------------------------------------
     # The running gateway's URL (POWERMEM_GATEWAY_URL); None: derived from host and port.
     url: str | None = None
+
+    # The event loop each process runs on: uvloop when installed ("auto"), or asyncio's own.
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     # -- logs --------------------------------------------------------------------------------
     log_level: str = "INFO"

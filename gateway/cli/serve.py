@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from gateway.policy.baseurls import UrlPolicy
 from gateway.process.datalock import DataDirLock
 from gateway.process.errors import ServeError
 from gateway.process.listen import bind_listener
+from gateway.process.loop import run
 from gateway.process.progress import Console
 from gateway.process.supervisor import supervise
 from gateway.proxy.envcheck import env_problems
@@ -103,6 +103,11 @@ def _preflight(settings: Settings, console: Console) -> None:
     help="Require instance secrets with ids. [default: shared when listening beyond loopback]",
 )
 @click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    help="The event loop: uvloop when installed (auto), or asyncio's. [default: auto]",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 )
 @click.option(
@@ -134,7 +139,7 @@ def serve(**flags: Any) -> None:
         settings = settings.model_copy(update={"port": sock.getsockname()[1]})
         with sock, DataDirLock(settings.data_dir):
             _preflight(settings, console)
-            code = asyncio.run(supervise(settings, sock, console))
+            code = run(supervise(settings, sock, console), settings.loop)
     except (ServeError, GatewayError) as exc:
         raise click.ClickException(exc.message) from None
     sys.exit(code)

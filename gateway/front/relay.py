@@ -178,7 +178,7 @@ class RelayEndpoint:
         self, ex: Exchange, target: Target, body: dict[str, Any], slot: int | None
     ) -> int:
         started = time.perf_counter()
-        usage, whole, status = (0, 0), False, 502
+        usage, whole, status, reason = (0, 0), False, 502, ""
         try:
             if target.spec.wire == "anthropic":
                 usage, whole = await _anthropic(ex, self.relay, target, body)
@@ -186,17 +186,18 @@ class RelayEndpoint:
                 usage, whole = await _openai(ex, self.relay, target, body)
             status = 200
         except ProviderError as exc:
-            status = exc.status
-            if slot is not None:
-                self.ledger.record_call(slot, status=exc.status, reason=reason_of(exc.status))
-            slot = None
+            status, reason = exc.status, reason_of(exc.status)
             raise
         finally:
             failed = not whole
+            if failed and status == 200:
+                status, reason = 502, "bad-answer"  # a stream that broke off after its head
+            elif failed and not reason:
+                reason = reason_of(status)
             if slot is not None:
-                self.ledger.record_call(
-                    slot, status=status if failed else 0, reason="bad-answer" if failed else ""
-                )
+                self.ledger.record_call(slot, status=status if failed else 0, reason=reason)
+            if failed and target.instance_id:
+                self.registry.llm_failed(target.instance_id, status, reason)
             self.metrics.relay_call(
                 instance_id=target.instance_id,
                 client=target.client,

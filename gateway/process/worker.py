@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.front.runner import GatewayRunner
 from gateway.http.app import create_app
 from gateway.observe.logs import configure_logging
+from gateway.process.loop import run
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(fd))
     sock.setblocking(False)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(settings, runtime, sock))
+        run(_run(settings, runtime, sock), settings.loop)
     return 0
 
 
