@@ -7,6 +7,7 @@ the real client address); the proxy and the relay log here, with the same fields
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from gateway.front.exchange import Exchange
@@ -14,6 +15,9 @@ from gateway.observe.logs import access_log, redact
 from gateway.observe.metrics import Metrics
 
 __all__ = ["account"]
+
+# The secret of an instance-scoped URL, `/i/<id>~<secret>/…` (the `~` possibly encoded).
+_SCOPE_SECRET = re.compile(r"(/i/[^/?]*?(?:~|%7e))[^/?]*", re.IGNORECASE)
 
 
 def account(
@@ -32,8 +36,10 @@ def account(
         metrics.latency.labels(route).observe(elapsed)
     if access_log.isEnabledFor(logging.INFO):
         method = ex.method.decode("latin-1")
-        # The path only (a query string may carry anything), redacted once here.
-        path = redact(ex.target.decode("latin-1").partition("?")[0])
+        # The path only (a query string may carry anything), redacted once here; a scoped
+        # URL's secret is masked (the id stays: it is what the line is for).
+        path = ex.target.decode("latin-1").partition("?")[0]
+        path = redact(_SCOPE_SECRET.sub(r"\1[redacted]", path))
         access_log.info(
             "%s %s %d",
             method,
