@@ -57,10 +57,14 @@ class Dispatcher:
                 ex.respond(204, [(b"Allow", ALLOWED_METHODS)])
                 return
             where = route(target)
+            openai_shape = where.kind == "relay"
+            if where.scope is not None and where.kind != "proxy":
+                # A scoped URL names its instance on every route: one that is unknown,
+                # deleted or (shared) unproven is refused, never served as if unscoped.
+                await self.proxy.check_scope(ex, where.scope)
             if where.kind == "own":
                 await self.bridge.handle(ex, where)
             elif where.kind == "relay":
-                openai_shape = True
                 await self.relay.handle(ex, where.path)
             else:
                 await self.proxy.handle(ex, where)
