@@ -5,8 +5,9 @@ Request heads are parsed by httptools (llhttp, strict: conflicting `Content-Leng
 at a time in arrival order (pipelined requests wait, their bodies buffered up to a bound).
 The connection keeps one deadline, moved as it goes: a head must arrive within
 `header_timeout`, an idle keep-alive connection lives `keepalive_timeout`, a body may pause at
-most `body_timeout` between bytes. Flow control runs both ways: a full write buffer pauses
-whoever produces the response, a consumer that cannot keep up pauses reading the client.
+most `body_timeout` between bytes, and so may the client's reading of its answer. Flow control
+runs both ways: a full write buffer pauses whoever produces the response, a consumer that
+cannot keep up pauses reading the client.
 """
 
 from __future__ import annotations
@@ -157,10 +158,14 @@ class FrontProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writing_paused = True
         self._notify_drain(resume=False)
+        if self._timeout_kind == "none":
+            self._arm(self.server.limits.body_timeout, "send")
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         self._notify_drain(resume=True)
+        if self._timeout_kind == "send":
+            self._disarm()
 
     # -- httptools callbacks --------------------------------------------------------------------
 
@@ -299,7 +304,10 @@ class FrontProtocol(asyncio.Protocol):
     # -- internals --------------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
-        self._disarm()
+        if self.writing_paused:  # the client is still not reading what came before
+            self._arm(self.server.limits.body_timeout, "send")
+        else:
+            self._disarm()
         self._task = asyncio.get_running_loop().create_task(self.server.run(exchange))
 
     def _bad(self, exc: GatewayError) -> None:
@@ -393,6 +401,12 @@ class FrontProtocol(asyncio.Protocol):
             self._close()
             return
         self.server.note_slow(self, kind)
+        if kind == "send":
+            # The client has taken nothing of its answer for body_timeout: gone, or a slow
+            # reader that would hold its powermem connection for as long as it likes.
+            self._closing = True
+            self.transport.abort()
+            return
         if kind == "body":
             stalled = RequestTimeout(
                 f"The request body stalled for {self.server.limits.body_timeout:g}s."
