@@ -6,6 +6,7 @@ on time and logged once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -369,3 +370,53 @@ async def test_a_stalled_body_is_cut_on_time_and_answered_408(
     assert recorder.requests == []
     assert len(slow_lines(caplog, "body")) == 1
     await still_works(port)
+
+
+async def test_a_client_that_stops_reading_is_cut_and_frees_powermem(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that asks for a large answer and never reads it is cut once its socket has
+    taken nothing for `body_timeout`: its upstream connection does not stay held (a handful
+    of such clients would otherwise take the whole pool), and it is logged once."""
+    caplog.set_level(logging.WARNING, logger="gateway.front")
+    gw = await make_gateway(limits=Limits(body_timeout=0.3))
+    assert gw.port is not None
+    port = gw.port
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(2):
+            client = await stack.enter_async_context(raw(port))
+            await client.send(b"GET /big?size=200000000 HTTP/1.1\r\n" + host(port) + b"\r\n")
+        for _ in range(100):
+            if in_use(gw.app) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert in_use(gw.app) == 2
+        await settled(gw.app)  # bounded: 2 s
+    assert len(slow_lines(caplog, "send")) == 1
+    await still_works(port)
+
+
+async def test_connections_past_the_per_client_cap_are_refused_and_logged_once(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One address holding `connections_per_client` connections gets its next ones closed at
+    once (one log line for all of them); a freed place is usable again."""
+    caplog.set_level(logging.WARNING, logger="gateway.front")
+    gw = await make_gateway(limits=Limits(connections_per_client=3))
+    assert gw.port is not None
+    port = gw.port
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(raw(port)) for _ in range(3)]
+        await held[0].send(b"GET /x HTTP/1.1\r\n" + host(port) + b"\r\n")
+        assert (await held[0].final()).status == 200
+        for _ in range(3):
+            async with raw(port) as extra:
+                with contextlib.suppress(ConnectionError):
+                    await extra.send(b"GET /x HTTP/1.1\r\n" + host(port) + b"\r\n")
+                with contextlib.suppress(ConnectionError):
+                    assert await extra.closed() == b""
+        lines = [r.getMessage() for r in caplog.records if "too-many-connections" in r.getMessage()]
+        assert len(lines) == 1
+        held[1].abort()
+        await asyncio.sleep(0.05)
+        await still_works(port)
