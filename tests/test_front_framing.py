@@ -374,3 +374,18 @@ async def test_an_oversized_head_is_431_and_forwards_nothing(
         assert envelope_code(answer.body) == "HEADERS_TOO_LARGE"
         assert await client.closed() == b""
     assert recorder.requests == []
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"0.9"])
+async def test_a_request_line_for_another_http_version_is_505(
+    gateway: Client, recorder: Recorder, version: bytes
+) -> None:
+    """`HTTP/2.0` or `HTTP/0.9` on a request line (which llhttp parses) gets a 505 in an
+    HTTP/1.1 status line, never an answer claiming that version; nothing is forwarded."""
+    async with raw(gateway.server.port) as client:
+        await client.send(b"GET /x HTTP/" + version + b"\r\n" + host(gateway) + b"\r\n")
+        answer = await client.final()
+        assert (answer.version, answer.status) == (b"HTTP/1.1", 505)
+        assert envelope_code(answer.body) == "HTTP_VERSION_NOT_SUPPORTED"
+        assert await client.closed() == b""
+    assert recorder.requests == []

@@ -213,12 +213,17 @@ class FrontProtocol(asyncio.Protocol):
             # llhttp stops at an upgrade and never reads the body: forwarding the request
             # would drop its body silently (see `_upgrade`).
             raise BadRequest("A protocol upgrade request cannot carry a body here.")
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # llhttp takes `HTTP/2.0` and `HTTP/0.9` request lines; answered as if HTTP/1.x,
+            # they would get status lines claiming a protocol these answers are not.
+            raise VersionNotSupported(f"HTTP/{version} is not served here; use HTTP/1.1.")
         body = RequestBody(self, length=length, chunked=chunked)
         exchange = Exchange(
             self,
             method=parser.get_method(),
             target=self._url,
-            version=parser.get_http_version().encode(),
+            version=version.encode(),
             headers=headers,
             keep_alive=parser.should_keep_alive(),
             body=body,
@@ -419,6 +424,13 @@ class FrontProtocol(asyncio.Protocol):
         if not self._queue:
             self.server.refuse(self, RequestTimeout("The request head did not arrive in time."))
         self._close()
+
+
+class VersionNotSupported(BadRequest):
+    """The request line names an HTTP version other than 1.0 and 1.1."""
+
+    status = 505
+    code = "HTTP_VERSION_NOT_SUPPORTED"
 
 
 class RequestTimeout(BadRequest):
