@@ -20,6 +20,7 @@ from gateway.front.server import Limits
 from gateway.http.app import create_app
 from gateway.http.appkeys import LEDGER, UPSTREAM, UPSTREAM_POOLS
 from gateway.settings import Settings
+from tests.binding import in_flight
 from tests.fakes.raw_upstream import RawConn, RawUpstream, answer
 from tests.fakes.upstream import SSE_GATE, Recorder
 from tests.frontserver import GatewayTestServer
@@ -97,8 +98,19 @@ async def still_works(port: int) -> None:
         + b"x" * 200_000,
         b"POST /api/v1/memories HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b"5\r\nhello\r\n",
+        b"POST /api/v1/instances HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{",
+        b"POST /relay/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+        + b"Content-Length: 90\r\n\r\n{",
     ],
-    ids=["mid-target", "mid-head", "mid-small-body", "mid-streamed-body", "mid-chunked-body"],
+    ids=[
+        "mid-target",
+        "mid-head",
+        "mid-small-body",
+        "mid-streamed-body",
+        "mid-chunked-body",
+        "own-route-mid-body",
+        "relay-mid-body",
+    ],
 )
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_a_client_leaving_mid_request_leaks_nothing_and_reaches_nothing(
@@ -420,3 +432,60 @@ async def test_connections_past_the_per_client_cap_are_refused_and_logged_once(
         held[1].abort()
         await asyncio.sleep(0.05)
         await still_works(port)
+
+
+async def test_powermem_leaving_a_relayed_stream_stops_the_provider_stream(
+    aiohttp_client: Any, aiohttp_server: Any, make_settings: Callable[..., Settings], errors: Errors
+) -> None:
+    """powermem (the relay's caller) leaving a streamed completion mid-stream closes the
+    provider's connection at once: the provider's stream ends instead of running on."""
+    cut = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "x"}}],
+        }
+        try:
+            for _ in range(500):
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                await asyncio.sleep(0.01)
+        except (ConnectionError, asyncio.CancelledError):
+            cut.set()  # the test server cancels a handler whose client left
+            raise
+        return response
+
+    provider = web.Application()
+    provider.router.add_post("/v1/chat/completions", stream)
+    server = await aiohttp_server(provider)
+    token = "pgr-disconnect-relay-token-0123"
+    client: Client = await aiohttp_client(
+        GatewayTestServer(create_app(make_settings(relay_token=token)))
+    )
+    body = {
+        "provider": "openai",
+        "model": "m",
+        "api_key": "sk-disc-0123456789abcdef",
+        "base_url": str(server.make_url("/v1")),
+    }
+    registered = await client.post("/api/v1/instances", json=body)
+    instance_id = (await registered.json())["data"]["instance_id"]
+    chat = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "baggage": in_flight(client.server.app, instance_id),
+    }
+    payload = json.dumps(chat).encode()
+    async with raw(client.server.port) as caller:
+        await caller.send(
+            b"POST /relay/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        await caller.reader.readuntil(b"data: ")
+    await asyncio.wait_for(cut.wait(), 3)
+    assert errors() == []
