@@ -220,6 +220,57 @@ async def test_powermem_closing_mid_head_is_a_502_and_nothing_leaks(
     assert errors() == []
 
 
+async def test_powermem_dying_before_it_answers_is_a_502_sent_once(
+    make_gateway: MakeGateway, errors: Errors
+) -> None:
+    """powermem reads a request on a fresh connection and dies without a word: a 502 in
+    the envelope, and the request is not sent again (it may have been acted on)."""
+
+    async def behaviour(conn: RawConn) -> None:
+        await conn.request()
+        conn.close()
+
+    async with RawUpstream(behaviour) as server:
+        port = await upstream_gateway(make_gateway, server)
+        async with raw(port) as client:
+            await client.send(
+                b"POST /api/v1/memories HTTP/1.1\r\n" + host(port) + b"Content-Length: 2\r\n\r\n{}"
+            )
+            reply = await client.final()
+        assert reply.status == 502
+        assert len(server.connections) == 1
+    assert errors() == []
+
+
+async def test_powermem_dying_mid_upload_is_a_502_and_frees_everything(
+    make_gateway: MakeGateway, errors: Errors
+) -> None:
+    """powermem dies while a large upload is still arriving: the client gets a 502 that
+    closes its connection (the rest of its body is not read as a request)."""
+
+    async def behaviour(conn: RawConn) -> None:
+        await conn.request(read_body=False)
+        await conn.reader.readexactly(50_000)
+        conn.close()
+
+    async with RawUpstream(behaviour) as server:
+        gw = await make_gateway(upstream=server.url)
+        assert gw.port is not None
+        port = gw.port
+        async with raw(port) as client:
+            await client.send(
+                b"POST /api/v1/memories HTTP/1.1\r\n"
+                + host(port)
+                + b"Content-Length: 3000000\r\n\r\n"
+                + b"u" * 200_000
+            )
+            reply = await client.final()
+            assert reply.status == 502
+            assert reply.header("connection") == "close"
+        await settled(gw.app)
+    assert errors() == []
+
+
 @pytest.mark.parametrize(
     "head, sent",
     [
