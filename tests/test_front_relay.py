@@ -6,12 +6,14 @@ request whose LLM calls failed says so in `X-PowerMem-LLM-Error` and in the inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -360,3 +362,48 @@ async def test_an_anthropic_instance_with_a_wrong_key_is_reported(gw: Client) ->
         instance = await register(gw, fake.url, KEY_B, provider="anthropic")
         response = await call_llm(gw, **{"X-PowerMem-Instance": instance})
         assert response.headers["X-PowerMem-LLM-Error"] == "401 unauthorized"
+
+
+# -- a provider that never ends its event --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_stream_whose_event_never_ends_is_cut_not_buffered(
+    gw: Client, aiohttp_server: Any, kind: str
+) -> None:
+    """A provider (a base URL anyone may register) that streams one endless event, never a
+    blank line, is cut once the event passes a bound: the gateway does not hold an unbounded
+    event in memory, and the caller's stream ends without [DONE]."""
+    sent = [0]
+    total = 48 * 1024 * 1024
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        piece = b"a" * 65536
+        try:
+            await response.write(b"data: ")
+            while sent[0] < total:
+                await response.write(piece)
+                sent[0] += len(piece)
+                await asyncio.sleep(0)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless)
+    app.router.add_post("/v1/messages", endless)
+    server: TestServer = await aiohttp_server(app)
+    base = str(server.make_url("/v1" if kind == "openai" else "")).rstrip("/")
+    instance = await register(gw, base, KEY_A, provider=kind)
+    headers = {**AUTH, "baggage": in_flight(gw.server.app, instance)}
+    response = await gw.post(RELAY, json={**CHAT, "stream": True}, headers=headers)
+    assert response.status == 200
+    received = b""
+    with contextlib.suppress(aiohttp.ClientPayloadError):
+        async for chunk in response.content.iter_any():
+            received += chunk
+    assert b"[DONE]" not in received
+    assert sent[0] < total // 2, f"the provider sent {sent[0]} bytes of one event"

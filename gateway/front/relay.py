@@ -63,6 +63,10 @@ JSON: list[Header] = [(b"Content-Type", b"application/json")]
 SSE: list[Header] = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache")]
 # How often a refused relay call is written to the audit log (each is counted in /metrics).
 AUDIT_INTERVAL = 60.0
+# The most of a provider's stream that may arrive without completing an event: no LLM sends
+# events this large, and a stream that never ends its event would otherwise be held whole
+# (and re-scanned on every read, stalling the event loop).
+MAX_EVENT = 1024 * 1024
 
 
 class RelayRefused(GatewayError):
@@ -325,9 +329,14 @@ async def _openai(ex: Exchange, relay: Relay, target: Target, body: dict[str, An
     scrubber = StreamScrubber(target.api_key)
     parser = SSEParser()
     usage = [(0, 0)]
+    bound = _EventBound(target, answer)
 
     def on_chunk(chunk: bytes) -> None:
+        if bound.cut:
+            return
         out = scrubber.feed(chunk)
+        if bound.exceeded(len(chunk), progressed=bool(out)):
+            return
         ex.send(out)
         for event in parser.feed(out):
             # Only the (last) chunk that carries usage is worth decoding.
@@ -337,7 +346,7 @@ async def _openai(ex: Exchange, relay: Relay, target: Target, body: dict[str, An
 
     ex.send_head(200, SSE)
     ex.flush()
-    whole = await _pump(ex, answer, on_chunk, scrubber.end)
+    whole = await _pump(ex, answer, on_chunk, lambda: None if bound.cut else scrubber.end())
     return usage[0], whole
 
 
@@ -358,13 +367,21 @@ async def _anthropic(ex: Exchange, relay: Relay, target: Target, body: dict[str,
     translator = StreamTranslator(model=target.model, include_usage=stream_usage_requested(body))
     parser = SSEParser()
     scrubber = StreamScrubber(target.api_key)
+    bound = _EventBound(target, answer)
 
     def on_chunk(chunk: bytes) -> None:
-        for event in parser.feed(chunk):
+        if bound.cut:
+            return
+        events = parser.feed(chunk)
+        if bound.exceeded(len(chunk), progressed=bool(events)):
+            return
+        for event in events:
             if out := translator.feed_event(event):
                 ex.send(scrubber.feed(out))
 
     def finish() -> bytes | None:
+        if bound.cut:
+            return None
         if translator.complete or translator.failed:
             return scrubber.feed(translator.finish()) + scrubber.end()
         return None  # the provider ended early: no [DONE], so it is not taken as whole
@@ -375,6 +392,29 @@ async def _anthropic(ex: Exchange, relay: Relay, target: Target, body: dict[str,
     whole = ended and translator.complete and not translator.failed
     usage = translator.usage
     return (usage.prompt_tokens, usage.completion_tokens), whole
+
+
+class _EventBound:
+    """Counts what a provider stream sends without completing an event; past `MAX_EVENT`
+    the provider's connection is closed and the caller's stream is cut."""
+
+    def __init__(self, target: Target, answer: ProviderAnswer) -> None:
+        self._target = target
+        self._answer = answer
+        self._pending = 0
+        self.cut = False
+
+    def exceeded(self, size: int, *, progressed: bool) -> bool:
+        self._pending = 0 if progressed else self._pending + size
+        if self._pending > MAX_EVENT:
+            self.cut = True
+            log.warning(
+                "%s sent more than %d bytes without ending an event; its stream is cut",
+                self._target.spec.name,
+                MAX_EVENT,
+            )
+            self._answer.release()  # closes the connection: the stream ends as broken
+        return self.cut
 
 
 async def _pump(
