@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import cli
 from gateway.http.app import create_app
-from gateway.settings import Settings
+from gateway.settings import Settings, default_data_dir
+from gateway.tokens import read_admin_token
 from tests.binding import instance_of
 from tests.fakes.upstream import Recorder
 
@@ -34,7 +35,10 @@ Invoke = Callable[..., Any]
 
 @pytest.fixture
 async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
-    started: TestServer = await gateway_server(create_app(make_settings()))
+    """A gateway as `serve` starts it by default: no admin token configured, so it makes one
+    in its data dir (~/.powermem/gateway), where the CLI on the same machine finds it."""
+    settings = make_settings(admin_token=None, data_dir=default_data_dir())
+    started: TestServer = await gateway_server(create_app(settings))
     return started
 
 
@@ -56,6 +60,8 @@ def invoke(gateway_url: str) -> Invoke:
 
 
 async def instances(url: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The gateway's list, read with `token`, else with the admin token of ~/.powermem/gateway."""
+    token = token or read_admin_token(Settings())
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         aiohttp.ClientSession() as session,

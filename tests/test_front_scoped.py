@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.errors import BadRequest
 from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig
@@ -136,11 +137,11 @@ async def test_an_unknown_or_deleted_scope_is_a_404_on_every_route(
     "path, code",
     [
         ("/i/bad$id/api/v1/memories", "INVALID_HEADER"),
-        ("/i//api/v1/memories", "BAD_REQUEST"),
-        ("/I/" + UNKNOWN + "/api/v1/memories", "BAD_REQUEST"),
-        ("//i/" + UNKNOWN + "/api/v1/memories", "BAD_REQUEST"),
-        ("/%69/" + UNKNOWN + "/api/v1/memories", "BAD_REQUEST"),
-        ("/x/../i/" + UNKNOWN + "/api/v1/memories", "BAD_REQUEST"),
+        ("/i//api/v1/memories", BadRequest.code),
+        ("/I/" + UNKNOWN + "/api/v1/memories", BadRequest.code),
+        ("//i/" + UNKNOWN + "/api/v1/memories", BadRequest.code),
+        ("/%69/" + UNKNOWN + "/api/v1/memories", BadRequest.code),
+        ("/x/../i/" + UNKNOWN + "/api/v1/memories", BadRequest.code),
     ],
 )
 async def test_a_scope_not_written_plainly_is_refused(

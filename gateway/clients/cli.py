@@ -34,8 +34,8 @@ from gateway.clients.register import register as register_instance
 from gateway.clients.register import unregister as unregister_instance
 from gateway.instances.model import mask_key
 from gateway.providers import PROVIDERS, provider_names
-from gateway.relay.token import RELAY_TOKEN_FILE
-from gateway.settings import default_data_dir
+from gateway.settings import Settings, default_data_dir
+from gateway.tokens import RELAY_TOKEN_FILE, TokenError, read_admin_token
 
 __all__ = ["doctor", "register", "unregister"]
 
@@ -79,9 +79,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _api(gateway: str | None) -> GatewayAPI:
     try:
         url = gateway_url(gateway)
-    except ClientSetupError as exc:
+        # The gateway is closed by default: on its own machine the CLI finds the admin token
+        # where the gateway keeps it (or where POWERMEM_GATEWAY_ADMIN_TOKEN[_FILE] says).
+        admin_token = read_admin_token(Settings.from_env())
+    except (ClientSetupError, TokenError) as exc:
         raise click.ClickException(exc.message) from None
-    return GatewayAPI(url, admin_token=os.environ.get("POWERMEM_GATEWAY_ADMIN_TOKEN") or None)
+    return GatewayAPI(url, admin_token=admin_token)
 
 
 def _api_key(api_key_env: str | None, api_key_stdin: bool, found: Found) -> str:

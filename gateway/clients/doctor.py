@@ -53,6 +53,18 @@ def gateway_verdict(url: str, health: dict[str, Any] | None, error: str = "") ->
 
 
 def upstream_verdict(status: dict[str, Any]) -> Verdict:
+    if "upstream" not in status:
+        # The gateway shows the upstream's details to the admin token holder only.
+        if status.get("healthy"):
+            return Verdict(
+                "upstream healthy", "ok", "powermem answers (details need the admin token)"
+            )
+        return Verdict(
+            "upstream healthy",
+            "fail",
+            "the gateway reports powermem unhealthy (details need the admin token)",
+            "run doctor where the gateway's data dir is, or set POWERMEM_GATEWAY_ADMIN_TOKEN",
+        )
     upstream = status.get("upstream") or {}
     mode = upstream.get("mode", "?")
     where = upstream.get("url") or "no URL yet"

@@ -122,7 +122,10 @@ class GatewayAPI:
         else:
             message, code, details = f"HTTP {status}", "HTTP_ERROR", {}
         if status == 401:
-            message += " Set POWERMEM_GATEWAY_ADMIN_TOKEN to the gateway's admin token."
+            message += (
+                " Run this where the gateway's data dir is, or set POWERMEM_GATEWAY_ADMIN_TOKEN"
+                " (or …_ADMIN_TOKEN_FILE) to the gateway's admin token."
+            )
         return GatewayRefused(message, status=status, code=code, details=details)
 
     async def _data(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -138,7 +141,13 @@ class GatewayAPI:
         return data
 
     async def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = await self._data("GET", "/gateway/status")
+        """Status with details when our admin token is right, else the public part."""
+        try:
+            data: dict[str, Any] = await self._data("GET", "/gateway/status", admin=True)
+        except GatewayRefused as exc:
+            if exc.status != 401 or not self._admin_token:
+                raise
+            data = await self._data("GET", "/gateway/status")
         return data
 
     async def probe(self) -> dict[str, Any] | None:
