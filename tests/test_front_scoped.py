@@ -179,9 +179,15 @@ async def shared(aiohttp_client: Any, make_settings: Callable[..., Settings]) ->
 
 
 async def with_secret(client: Client) -> tuple[str, str]:
-    done = await client.server.app[REGISTRY].register(InstanceConfig.parse(**CONFIG), source="t")
-    assert done.secret is not None
-    return done.record.instance_id, done.secret
+    """Register over the API as a tool would: the secret comes back in that answer only."""
+    first = await client.post("/api/v1/instances", json=CONFIG)
+    assert first.status == 201
+    data = (await first.json())["data"]
+    again = await client.post("/api/v1/instances", json=CONFIG)
+    assert again.status == 200
+    assert (await again.json())["data"].get("secret") is None
+    secret: str = data["secret"]
+    return data["instance_id"], secret
 
 
 @pytest.mark.parametrize("path", ["/api/v1/memories", "/gateway/health"])
