@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
+from gateway.instances.sqlite_store import DB_FILE
 from gateway.settings import Settings
 from tests.binding import in_flight
 from tests.conftest import free_port
@@ -407,3 +409,47 @@ async def test_a_stream_whose_event_never_ends_is_cut_not_buffered(
             received += chunk
     assert b"[DONE]" not in received
     assert sent[0] < total // 2, f"the provider sent {sent[0]} bytes of one event"
+
+
+# -- failures before any provider is called ------------------------------------------------------
+
+
+async def test_an_instance_whose_key_cannot_be_opened_says_so(
+    aiohttp_client: Any, relay_settings: Callable[..., Settings], provider: FakeOpenAI
+) -> None:
+    """A row edited on disk (its key no longer opens) fails the request's LLM calls before any
+    provider is called: the caller still learns it, as `409 key-unreadable`, and usage counts it."""
+    first: Client = await aiohttp_client(GatewayTestServer(create_app(relay_settings())))
+    instance = await register(first, provider.url, KEY_A)
+    await first.close()
+    settings = relay_settings()
+    db = sqlite3.connect(settings.data_dir / DB_FILE)
+    with db:
+        db.execute(
+            "UPDATE instances SET base_url = ? WHERE instance_id = ?",
+            (provider.url + "/elsewhere", instance),
+        )
+    db.close()
+    second: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    response = await call_llm(second, **{"X-PowerMem-Instance": instance})
+    assert (await response.json())["relay_status"] == 409
+    assert response.headers["X-PowerMem-LLM-Error"] == "409 key-unreadable"
+    usage = await second.server.app[REGISTRY].usage(instance)
+    assert usage["llm_errors"] == 1 and usage["last_llm_error"]["status"] == 409
+    assert provider.calls == []
+
+
+async def test_a_provider_address_refused_by_policy_is_reported_as_refused(
+    aiohttp_client: Any, relay_settings: Callable[..., Settings], provider: FakeOpenAI
+) -> None:
+    """A base URL on a private address, registered while that was allowed, then refused by
+    the policy at call time: reported as `403 refused`, not as an unreachable provider."""
+    first: Client = await aiohttp_client(GatewayTestServer(create_app(relay_settings())))
+    instance = await register(first, provider.url, KEY_A)
+    await first.close()
+    strict = relay_settings(allow_private_base_urls=False)
+    second: Client = await aiohttp_client(GatewayTestServer(create_app(strict)))
+    response = await call_llm(second, **{"X-PowerMem-Instance": instance})
+    assert (await response.json())["relay_status"] == 403
+    assert response.headers["X-PowerMem-LLM-Error"] == "403 refused"
+    assert provider.calls == []

@@ -32,6 +32,9 @@ from gateway.errors import (
     NotFound,
     ProviderError,
     RelayAuthRequired,
+    StoredKeyRejected,
+    StoredKeyUnavailable,
+    UnknownInstance,
 )
 from gateway.front.access import account
 from gateway.front.exchange import BodyBroken, BodyTooLarge, Exchange
@@ -128,7 +131,12 @@ class RelayEndpoint:
                 ex.respond(200, JSON, orjson.dumps(_probe_answer(body)))
                 status = 200
                 return
-            target = await self.relay.target(instance_id)
+            try:
+                target = await self.relay.target(instance_id)
+            except GatewayError as exc:
+                if slot is not None and instance_id is not None:
+                    self._failed_before_the_provider(slot, instance_id, exc)
+                raise
             status = await self._call(ex, target, body, slot)
         except GatewayError as exc:
             status = exc.status
@@ -171,6 +179,15 @@ class RelayEndpoint:
             )
         return None
 
+    def _failed_before_the_provider(self, slot: int, instance_id: str, exc: GatewayError) -> None:
+        """The instance cannot make this call at all (its key no longer opens, it was deleted
+        meanwhile): the request's caller learns it like any other failed LLM call."""
+        unreadable = isinstance(exc, StoredKeyRejected | StoredKeyUnavailable)
+        reason = "key-unreadable" if unreadable else "refused"
+        self.ledger.record_call(slot, status=exc.status, reason=reason)
+        if not isinstance(exc, UnknownInstance):
+            self.registry.llm_failed(instance_id, exc.status, reason)
+
     def _refused(self, why: str, peer: str) -> None:
         self.metrics.relay_refused.labels(why).inc()
         now = time.monotonic()
@@ -192,6 +209,11 @@ class RelayEndpoint:
             status = 200
         except ProviderError as exc:
             status, reason = exc.status, reason_of(exc.status)
+            raise
+        except GatewayError as exc:
+            # Refused on our side before the provider was reached (the base-URL policy
+            # refusing the address it resolves to): not an unreachable provider.
+            status, reason = exc.status, "refused"
             raise
         finally:
             failed = not whole
