@@ -194,10 +194,12 @@ async def test_a_client_leaving_an_event_stream_frees_its_stream(
 # -- powermem goes away --------------------------------------------------------------------------
 
 
-async def upstream_gateway(make_gateway: MakeGateway, server: RawUpstream, **kw: Any) -> int:
+async def upstream_gateway(
+    make_gateway: MakeGateway, server: RawUpstream, **kw: Any
+) -> tuple[GatewayTestServer, int]:
     gw = await make_gateway(upstream=server.url, **kw)
     assert gw.port is not None
-    return gw.port
+    return gw, gw.port
 
 
 async def test_powermem_closing_mid_head_is_a_502_and_nothing_leaks(
@@ -211,12 +213,13 @@ async def test_powermem_closing_mid_head_is_a_502_and_nothing_leaks(
         conn.close()
 
     async with RawUpstream(behaviour) as server:
-        port = await upstream_gateway(make_gateway, server)
+        gw, port = await upstream_gateway(make_gateway, server)
         async with raw(port) as client:
             await client.send(b"GET /x HTTP/1.1\r\n" + host(port) + b"\r\n")
             reply = await client.final()
         assert reply.status == 502
         assert json.loads(reply.body)["error"]["code"] == "UPSTREAM_UNAVAILABLE"
+        await settled(gw.app)
     assert errors() == []
 
 
@@ -231,7 +234,7 @@ async def test_powermem_dying_before_it_answers_is_a_502_sent_once(
         conn.close()
 
     async with RawUpstream(behaviour) as server:
-        port = await upstream_gateway(make_gateway, server)
+        gw, port = await upstream_gateway(make_gateway, server)
         async with raw(port) as client:
             await client.send(
                 b"POST /api/v1/memories HTTP/1.1\r\n" + host(port) + b"Content-Length: 2\r\n\r\n{}"
@@ -239,6 +242,7 @@ async def test_powermem_dying_before_it_answers_is_a_502_sent_once(
             reply = await client.final()
         assert reply.status == 502
         assert len(server.connections) == 1
+        await settled(gw.app)
     assert errors() == []
 
 
@@ -296,7 +300,7 @@ async def test_powermem_closing_mid_answer_reaches_the_client_as_a_cut(
         conn.close()
 
     async with RawUpstream(behaviour) as server:
-        port = await upstream_gateway(make_gateway, server)
+        gw, port = await upstream_gateway(make_gateway, server)
         async with raw(port) as client:
             await client.send(b"GET /x HTTP/1.1\r\n" + host(port) + b"\r\n")
             reply = await client.final()
@@ -304,6 +308,7 @@ async def test_powermem_closing_mid_answer_reaches_the_client_as_a_cut(
         async with raw(port) as client:
             await client.send(b"GET /ok HTTP/1.1\r\n" + host(port) + b"\r\n")
             assert (await client.final()).status == 200
+        await settled(gw.app)
     assert errors() == []
 
 
@@ -330,7 +335,7 @@ async def test_silently_closed_kept_alive_connections_never_become_a_502(
     """Back-to-back requests (with and without a body) to a powermem that drops every
     kept-alive connection when it is reused: every one gets powermem's own answer."""
     async with RawUpstream(one_answer_per_connection(status)) as server:
-        port = await upstream_gateway(make_gateway, server)
+        gw, port = await upstream_gateway(make_gateway, server)
         async with raw(port) as client:
             for n in range(10):
                 body = b"y" * (n * 1000)
@@ -343,6 +348,7 @@ async def test_silently_closed_kept_alive_connections_never_become_a_502(
                 reply = await client.final()
                 assert reply.status == status
                 assert json.loads(reply.body) == {"path": f"/api/v1/memories/{n}", "len": len(body)}
+        await settled(gw.app)
     assert errors() == []
 
 
@@ -362,7 +368,7 @@ async def test_an_early_answer_to_a_streamed_body_never_lends_its_connection_out
             await conn.send(answer(200, b'{"ok":true}'))
 
     async with RawUpstream(behaviour) as server:
-        port = await upstream_gateway(make_gateway, server, upstream_timeout=2.0)
+        gw, port = await upstream_gateway(make_gateway, server, upstream_timeout=2.0)
         for framing, first in (
             (b"Content-Length: 3000000\r\n", b"z" * 100_000),
             (b"Transfer-Encoding: chunked\r\n", b"186a0\r\n" + b"z" * 100_000 + b"\r\n"),
@@ -378,6 +384,7 @@ async def test_an_early_answer_to_a_streamed_body_never_lends_its_connection_out
                 assert (await client.final()).status == 200
         early = set(server.carrying(b"POST /early"))
         assert early and not early & set(server.carrying(b"GET /next"))
+        await settled(gw.app)
     assert errors() == []
 
 
