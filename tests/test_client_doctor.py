@@ -1,4 +1,5 @@
-"""`doctor` against running gateways: good chains pass, broken relay wiring is reported."""
+"""`doctor` against running gateways: good chains pass, broken relay wiring is reported, and
+each tool's knob is checked the way the tool would use it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 from gateway.cli import cli
-from gateway.clients.doctor import run_doctor
+from gateway.clients.doctorrun import run_doctor
 from gateway.clients.gatewayapi import GatewayAPI
 from gateway.http.app import create_app
 from gateway.settings import Settings
@@ -70,16 +71,13 @@ async def server(gateway_server: Any, make_settings: Callable[..., Settings]) ->
     return started
 
 
-async def register_codex(url: str, provider: FakeOpenAI, home: Path) -> str:
-    """Register through the API and save the id as `register --client codex` would."""
-    body = {"client": "codex", "provider": "openai", "model": "gpt-test", "api_key": KEY}
-    status, answer = await post(url + "/api/v1/instances", body | {"base_url": provider.url})
-    assert status == 201
-    instance_id: str = answer["data"]["instance_id"]
-    path = home / ".codex" / "powermem-instance.id"
-    path.parent.mkdir()
-    path.write_text(instance_id + "\n")
-    return instance_id
+async def register_codex(url: str, provider: FakeOpenAI, home: Path, **env: str) -> str:
+    """`register --client codex` against the gateway at `url`, with the fake as its provider."""
+    argv = ["register", "--client", "codex", "--provider", "openai", "--model", "gpt-test"]
+    argv += ["--base-url", provider.url, "--api-key-env", "K", "--gateway", url]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, argv, env={"K": KEY, **env})
+    assert result.exit_code == 0, result.output
+    return (home / ".codex" / "powermem-instance.id").read_text().strip()
 
 
 async def test_unreachable_gateway_is_broken_with_a_fix() -> None:
@@ -98,8 +96,9 @@ async def test_upstream_that_never_calls_the_relay_is_reported_broken(server: Te
     assert line(result.output, "gateway reachable").startswith("ok")
     assert line(result.output, "upstream healthy").startswith("ok")
     assert line(result.output, WIRING).startswith("FAIL")
+    assert "relay not reached" in line(result.output, WIRING)
     assert "powermem-gateway upstream-env" in result.output
-    assert line(result.output, "saved instance ids").startswith("WARN")
+    assert line(result.output, "coding tools").startswith("WARN")
 
 
 async def test_without_the_admin_token_doctor_sees_health_only_and_says_so(
@@ -113,7 +112,9 @@ async def test_without_the_admin_token_doctor_sees_health_only_and_says_so(
         create_app(make_settings(relay_token=RELAY_TOKEN, admin_token="admin-secret-token"))
     )
     url = url_of(started)
-    instance_id = await register_codex(url, provider, clean_env)
+    instance_id = await register_codex(
+        url, provider, clean_env, POWERMEM_GATEWAY_ADMIN_TOKEN="admin-secret-token"
+    )
     status, _ = await post(
         url + "/relay/v1/chat/completions",
         {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
@@ -136,24 +137,28 @@ async def test_forgotten_saved_id_and_failing_provider_are_broken(
     url = url_of(server)
     await register_codex(url, provider, clean_env)
     stale = clean_env / ".powermem" / "instance.id"
-    stale.parent.mkdir()
+    stale.parent.mkdir(exist_ok=True)
     stale.write_text("pmem-0000000000000000\n")
     provider.fail(401, times=10)
     api = GatewayAPI(url, admin_token=ADMIN_TOKEN)
     async with api:
         verdicts = await run_doctor(
-            api, home=clean_env, probe_providers=True, relay_token=RELAY_TOKEN
+            api,
+            home=clean_env,
+            environ={},
+            env_file=clean_env / ".powermem" / ".env",
+            probe_providers=True,
         )
     by_step = {v.step: v for v in verdicts}
     assert by_step["claude-code id"].state == "fail"
     assert "register --client claude-code" in by_step["claude-code id"].fix
     assert by_step["codex id"].state == "ok"
     assert by_step["codex provider"].state == "fail"
-    assert "401" in by_step["codex provider"].detail
+    assert "provider refused (HTTP 401)" in by_step["codex provider"].detail
     assert KEY not in str(verdicts)
 
     provider.fail(401, times=0)
-    result = await doctor(url, "--probe-providers", POWERMEM_GATEWAY_RELAY_TOKEN=RELAY_TOKEN)
+    result = await doctor(url, "--probe-providers")
     assert line(result.output, "codex provider").startswith("ok")
     assert provider.calls_to("/chat/completions")[-1]["authorization"] == f"Bearer {KEY}"
 

@@ -21,14 +21,16 @@ def admin_presented(request: web.Request) -> bool:
 
 def require_admin(request: web.Request) -> None:
     """Let the call through with the right admin token; 401 (audited) or 429 otherwise."""
-    if request.app[ADMIN].verify(request.headers.get("Authorization"), request.remote):
+    authorization = request.headers.get("Authorization")
+    if request.app[ADMIN].verify(authorization, request.remote):
         return
-    instance_id = request.match_info.get("instance_id")
-    request.app[REGISTRY].audit.record(
-        "admin_auth_failed",
-        instance_id=instance_id if instance_id and INSTANCE_ID_RE.match(instance_id) else None,
-        source=request.remote or "",
-    )
+    if authorization:  # a wrong token is a guess worth a line in the audit trail
+        instance_id = request.match_info.get("instance_id")
+        request.app[REGISTRY].audit.record(
+            "admin_auth_failed",
+            instance_id=instance_id if instance_id and INSTANCE_ID_RE.match(instance_id) else None,
+            source=request.remote or "",
+        )
     raise AdminAuthRequired(
         "This call needs the admin token: send 'Authorization: Bearer <token>' (the gateway "
         "keeps it in admin.token in its data dir unless POWERMEM_GATEWAY_ADMIN_TOKEN sets it).",

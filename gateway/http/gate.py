@@ -32,10 +32,13 @@ class AdminGate:
         self.backoff = backoff or Backoff()
 
     def verify(self, authorization: str | None, remote: str | None) -> bool:
-        """True for the right token, False (one more failure counted) for anything else.
+        """True for the right token, False for anything else (a wrong token counts as one
+        more failure; no token at all is no guess, and counts for nothing).
 
         Raises `AdminAuthThrottled` while the address must wait, without looking at the token.
         """
+        if not authorization:
+            return False
         if (wait := self.backoff.wait(remote)) > 0:
             seconds = math.ceil(wait)
             raise AdminAuthThrottled(
