@@ -206,11 +206,11 @@ async def test_utf8_header_value_is_accepted(gateway: Client, recorder: Recorder
 async def test_header_beyond_the_parser_limit_is_refused_unforwarded(
     gateway: Client, recorder: Recorder
 ) -> None:
-    """A header line over 32 KiB is stopped by the HTTP parser itself: 400, nothing forwarded."""
+    """A header line over 32 KiB is stopped while the head is parsed: 431, nothing forwarded."""
     head = b"GET /api/v1/memories HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
     head += b"X-PowerMem-LLM-Model: " + b"m" * 40000 + b"\r\n\r\n"
     status, _ = await raw_request(gateway, head)
-    assert status == 400
+    assert status == 431
     assert recorder.requests == []
     assert await gateway.server.app[REGISTRY].list() == []
 

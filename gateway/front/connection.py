@@ -5,8 +5,9 @@ Request heads are parsed by httptools (llhttp, strict: conflicting `Content-Leng
 at a time in arrival order (pipelined requests wait, their bodies buffered up to a bound).
 The connection keeps one deadline, moved as it goes: a head must arrive within
 `header_timeout`, an idle keep-alive connection lives `keepalive_timeout`, a body may pause at
-most `body_timeout` between bytes. Flow control runs both ways: a full write buffer pauses
-whoever produces the response, a consumer that cannot keep up pauses reading the client.
+most `body_timeout` between bytes, and so may the client's reading of its answer. Flow control
+runs both ways: a full write buffer pauses whoever produces the response, a consumer that
+cannot keep up pauses reading the client.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class FrontProtocol(asyncio.Protocol):
         self._parsing: Exchange | None = None
         self._in_head = False
         self._continue_sent = False
+        # A malformed pipelined head, answered once the requests before it have been.
+        self._refusal: GatewayError | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_kind = "idle"
@@ -131,10 +134,11 @@ class FrontProtocol(asyncio.Protocol):
             self._notify_drain(resume=True)
 
     def eof_received(self) -> bool | None:
-        # The client half-closed: it sends nothing more, but may still read what it asked for.
-        if self._parsing is not None or self._in_head:
-            self._end_current_body(BodyBroken("the client stopped sending mid-request"))
-        return bool(self._queue)
+        # The client closed its side. A client that stops sending but still reads is rare; a
+        # killed one (its FIN) is not, and would hold its powermem connection, or an MCP
+        # stream, until powermem next writes. So, as nginx does, it is taken as gone: the
+        # transport closes and `connection_lost` lets go of whatever it was waiting for.
+        return False
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -142,17 +146,26 @@ class FrontProtocol(asyncio.Protocol):
         except HttpParserUpgrade as exc:
             self._upgrade(data, exc.args[0] if exc.args else len(data))
         except HttpParserError as exc:
-            self._bad(BadRequest(f"Malformed HTTP request ({_reason(exc)})."))
+            # httptools wraps what a callback raises (`HeadTooLarge`, a refused upgrade).
+            ours = exc.__context__
+            if isinstance(ours, GatewayError):
+                self._bad(ours)
+            else:
+                self._bad(BadRequest(f"Malformed HTTP request ({_reason(exc)})."))
         except GatewayError as exc:
             self._bad(exc)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
         self._notify_drain(resume=False)
+        if self._timeout_kind == "none":
+            self._arm(self.server.limits.body_timeout, "send")
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         self._notify_drain(resume=True)
+        if self._timeout_kind == "send":
+            self._disarm()
 
     # -- httptools callbacks --------------------------------------------------------------------
 
@@ -175,7 +188,10 @@ class FrontProtocol(asyncio.Protocol):
             raise HeadTooLarge(f"A header field is longer than {MAX_FIELD} bytes.")
         if len(self._headers) >= MAX_HEADERS or self._head_bytes > MAX_HEAD:
             raise HeadTooLarge(f"The request head is larger than {MAX_HEAD} bytes.")
-        self._headers.append((name.lower(), value))
+        if self._in_head:
+            # Trailer fields (after a chunked body) count toward the limits but are dropped:
+            # merged into the head they would become headers the door never checked.
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -187,13 +203,27 @@ class FrontProtocol(asyncio.Protocol):
             if key == b"content-length":
                 length = int(value)  # llhttp has validated it (and refused duplicates)
             elif key == b"transfer-encoding":
+                # Only plain chunked: llhttp refuses other final codings only after this
+                # callback, and a coding under chunked (`gzip, chunked`) would reach powermem
+                # undone under our re-framing.
+                if value.strip().lower() != b"chunked":
+                    raise BadRequest("Transfer-Encoding other than 'chunked' is not accepted.")
                 chunked = True
+        if (chunked or length) and parser.should_upgrade():
+            # llhttp stops at an upgrade and never reads the body: forwarding the request
+            # would drop its body silently (see `_upgrade`).
+            raise BadRequest("A protocol upgrade request cannot carry a body here.")
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # llhttp takes `HTTP/2.0` and `HTTP/0.9` request lines; answered as if HTTP/1.x,
+            # they would get status lines claiming a protocol these answers are not.
+            raise VersionNotSupported(f"HTTP/{version} is not served here; use HTTP/1.1.")
         body = RequestBody(self, length=length, chunked=chunked)
         exchange = Exchange(
             self,
             method=parser.get_method(),
             target=self._url,
-            version=parser.get_http_version().encode(),
+            version=version.encode(),
             headers=headers,
             keep_alive=parser.should_keep_alive(),
             body=body,
@@ -263,6 +293,8 @@ class FrontProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         if not reusable:
+            if self._refusal is not None and not self._queue:
+                self.server.refuse(self, self._refusal)
             self._close()
             return
         if self._body_paused:
@@ -277,36 +309,43 @@ class FrontProtocol(asyncio.Protocol):
     # -- internals --------------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
-        self._disarm()
+        if self.writing_paused:  # the client is still not reading what came before
+            self._arm(self.server.limits.body_timeout, "send")
+        else:
+            self._disarm()
         self._task = asyncio.get_running_loop().create_task(self.server.run(exchange))
 
     def _bad(self, exc: GatewayError) -> None:
-        """The client sent something we cannot parse: answer if we still can, then close."""
+        """The client sent something we cannot parse, and nothing more is read. A broken body
+        is for its own request to answer (`BodyBroken.answer`); a broken head is answered
+        after the requests before it (pipelined) have been, then the connection closes."""
         self._parser = HttpRequestParser(self)  # a failed parser raises forever; keep it quiet
         self._pause_reading()
-        self._end_current_body(BodyBroken("malformed request"))
+        if self._parsing is not None:
+            self._parsing.keep_alive = False
+            self._end_current_body(BodyBroken("malformed request", exc))
+            return
         if self._queue:
-            # A response is under way for an earlier request; the broken one gets none.
             self._queue[-1].keep_alive = False
+            self._refusal = exc
             return
         self.server.refuse(self, exc)
         self._close()
 
     def _upgrade(self, data: bytes, offset: int) -> None:
-        """llhttp stops at an `Upgrade` request. We switch to nothing: a request without a
-        body is served as a plain one (the header is hop-by-hop and dropped); any other is
-        refused, since its body is now beyond what the parser will read."""
+        """llhttp stops at an upgrade (`Connection: upgrade`, and every CONNECT). We switch
+        to nothing: a bodiless upgrade request is served as a plain one (the header is
+        hop-by-hop and dropped; one with a body was refused in `on_headers_complete`). After
+        CONNECT a client may send tunnel bytes at once: nothing more is read as HTTP."""
         exchange = self._queue[-1] if self._queue else None
-        if exchange is not None and not exchange.body.present:
-            self._parser = HttpRequestParser(self)
-            if offset < len(data):
-                self.data_received(data[offset:])
-            return
-        if exchange is not None:
-            exchange.keep_alive = False
-            exchange.body.end(BodyBroken("protocol upgrade with a body"))
         self._parser = HttpRequestParser(self)
-        self._pause_reading()
+        if exchange is None or exchange.method == b"CONNECT":
+            if exchange is not None:
+                exchange.keep_alive = False
+            self._pause_reading()
+            return
+        if offset < len(data):
+            self.data_received(data[offset:])
 
     def _end_current_body(self, failure: BaseException) -> None:
         if self._parsing is not None:
@@ -339,10 +378,14 @@ class FrontProtocol(asyncio.Protocol):
             (resume_fn if resume else pause)()
 
     def _arm(self, seconds: float, kind: str) -> None:
-        """Move the connection's one deadline (no new timer unless the old one fired)."""
+        """Move the connection's one deadline (a new timer only when the old one fired, or
+        would fire too late: a body timeout shorter than the head's)."""
         loop = asyncio.get_running_loop()
         self._timeout_kind = kind
         self._deadline = loop.time() + seconds
+        if self._timer is not None and self._deadline < self._timer.when():
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = loop.call_at(self._deadline, self._expire)
 
@@ -363,8 +406,17 @@ class FrontProtocol(asyncio.Protocol):
             self._close()
             return
         self.server.note_slow(self, kind)
+        if kind == "send":
+            # The client has taken nothing of its answer for body_timeout: gone, or a slow
+            # reader that would hold its powermem connection for as long as it likes.
+            self._closing = True
+            self.transport.abort()
+            return
         if kind == "body":
-            self._end_current_body(BodyBroken("the request body stalled"))
+            stalled = RequestTimeout(
+                f"The request body stalled for {self.server.limits.body_timeout:g}s."
+            )
+            self._end_current_body(BodyBroken("the request body stalled", stalled))
             if self._queue:
                 self._queue[0].keep_alive = False
             return
@@ -372,6 +424,13 @@ class FrontProtocol(asyncio.Protocol):
         if not self._queue:
             self.server.refuse(self, RequestTimeout("The request head did not arrive in time."))
         self._close()
+
+
+class VersionNotSupported(BadRequest):
+    """The request line names an HTTP version other than 1.0 and 1.1."""
+
+    status = 505
+    code = "HTTP_VERSION_NOT_SUPPORTED"
 
 
 class RequestTimeout(BadRequest):

@@ -1,7 +1,7 @@
 """Every exchange starts here: the front door, then one of three handlers.
 
 1. the request target is read (origin-form; absolute-form for one of our host names;
-   `OPTIONS *`), and the front door checks `Host`, `Origin` and our headers;
+   `OPTIONS *`, answered here), and the front door checks `Host`, `Origin` and our headers;
 2. CORS preflights are answered here;
 3. the path decides: the gateway's own routes go over the bridge to the aiohttp app, the relay
    is served natively, everything else is proxied to powermem.
@@ -25,6 +25,7 @@ from gateway.wire.heads import find
 
 __all__ = ["Dispatcher", "RelayHandler"]
 
+ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 # What a preflight may ask for in Access-Control-Request-Headers: a list of header names.
 _TOKEN_LIST = re.compile(rb"[A-Za-z0-9_\-]+(?:\s*,\s*[A-Za-z0-9_\-]+)*")
 
@@ -51,11 +52,19 @@ class Dispatcher:
             if admission.preflight:
                 _preflight(ex)
                 return
+            if target == "*":
+                # `OPTIONS *` asks about the server itself: no resource of powermem's to ask.
+                ex.respond(204, [(b"Allow", ALLOWED_METHODS)])
+                return
             where = route(target)
+            openai_shape = where.kind == "relay"
+            if where.scope is not None and where.kind != "proxy":
+                # A scoped URL names its instance on every route: one that is unknown,
+                # deleted or (shared) unproven is refused, never served as if unscoped.
+                await self.proxy.check_scope(ex, where.scope)
             if where.kind == "own":
                 await self.bridge.handle(ex, where)
             elif where.kind == "relay":
-                openai_shape = True
                 await self.relay.handle(ex, where.path)
             else:
                 await self.proxy.handle(ex, where)
@@ -76,7 +85,7 @@ class Dispatcher:
         if target.startswith("/"):
             return target
         if target == "*" and ex.method == b"OPTIONS":
-            return "/"
+            return target
         parts = urlsplit(target)
         if parts.scheme in ("http", "https") and parts.netloc:
             if not self.door.host_allowed(parts.netloc):
@@ -96,4 +105,4 @@ def _preflight(ex: Exchange) -> None:
     ]
     if requested and _TOKEN_LIST.fullmatch(requested):
         headers.append((b"access-control-allow-headers", requested))
-    ex.respond(204, headers)
+    ex.respond(204, [], cors=headers)

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.errors import GatewayError
 from gateway.wire.heads import Header, response_head
 
 __all__ = ["BodyBroken", "BodyTooLarge", "Connection", "Exchange", "RequestBody"]
@@ -46,7 +47,13 @@ class BodyTooLarge(Exception):
 
 
 class BodyBroken(Exception):
-    """The client went away (or timed out) before its body was complete."""
+    """The client went away, stalled, or sent a malformed body before its body was complete."""
+
+    def __init__(self, reason: str, answer: GatewayError | None = None) -> None:
+        super().__init__(reason)
+        # What to tell a client that is still there (malformed: 400, stalled: 408); None
+        # when it is gone, or the connection is just cut.
+        self.answer = answer
 
 
 class RequestBody:
@@ -107,7 +114,7 @@ class RequestBody:
         self._protocol.continue_body()
         while not self.complete:
             if self.failed is not None:
-                raise BodyBroken from self.failed
+                raise BodyBroken(str(self.failed)) from self.failed
             if self._buffered > limit:
                 raise BodyTooLarge
             self._protocol.resume_body()
@@ -214,12 +221,22 @@ class Exchange:
     def paused(self) -> bool:
         return self._protocol.writing_paused
 
-    def send_head(self, status: int, headers: list[Header], *, length: int | None = None) -> None:
-        """The status line and headers; hop-by-hop and CORS headers are ours to write."""
+    def send_head(
+        self,
+        status: int,
+        headers: list[Header],
+        *,
+        length: int | None = None,
+        cors: list[Header] | None = None,
+    ) -> None:
+        """The status line and headers; hop-by-hop and CORS headers are ours to write (`cors`:
+        the door's own, such as a preflight's answer, the only ones kept)."""
         assert not self.started
         self.started = True
         self.status = status
         out = [h for h in headers if not h[0].startswith(b"access-control-")]
+        if cors:
+            out += cors
         if self.cors_origin is not None:
             out += (
                 (b"Access-Control-Allow-Origin", self.cors_origin),
@@ -237,8 +254,14 @@ class Exchange:
             out.append((b"Transfer-Encoding", b"chunked"))
         else:
             self.keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+        if self.body.present and not self.body.complete:
+            # Answered before its body was read (refused, or answered early): the rest of the
+            # body will not be read as a next request, so the connection closes after this.
+            self.keep_alive = False
         if not self.keep_alive:
             out.append((b"Connection", b"close"))
+        elif self.version == b"1.0":
+            out.append((b"Connection", b"keep-alive"))  # else a 1.0 client expects a close
         self._pending.append(response_head(status, out, version=self.version))
 
     def send(self, chunk: bytes) -> None:
@@ -266,8 +289,15 @@ class Exchange:
         self.flush()
         self._protocol.exchange_done(self)
 
-    def respond(self, status: int, headers: list[Header], body: bytes = b"") -> None:
-        self.send_head(status, headers, length=len(body))
+    def respond(
+        self,
+        status: int,
+        headers: list[Header],
+        body: bytes = b"",
+        *,
+        cors: list[Header] | None = None,
+    ) -> None:
+        self.send_head(status, headers, length=len(body), cors=cors)
         self.send(body)
         self.finish()
 

@@ -124,14 +124,15 @@ async def forward(
     """Send `client`'s request (with `headers`, already rewritten) to the pool's origin."""
     result = Forwarded()
     body = client.body
+    if body.failed is not None:
+        return _body_failed(client)
     replayable = not body.chunked and (body.length or 0) <= REPLAY_LIMIT
     payload = b""
     if replayable and body.present:
         try:
             payload = await body.read(REPLAY_LIMIT)
         except (BodyBroken, BodyTooLarge):
-            client.abort()
-            return result
+            return _body_failed(client)
     framing: list[Header]
     if replayable:
         framing = [(b"content-length", str(len(payload)).encode())] if body.present else []
@@ -156,6 +157,8 @@ async def forward(
             pool.release(conn, reuse=False)
             if client.gone:
                 return result
+            if body.failed is not None:
+                return _body_failed(client)  # we closed the connection: the body broke
             # Retry only what never reached powermem's handling: a reused connection that
             # answered nothing, with a body we still hold.
             if replayable and attempt == 1 and conn.requests > 1 and not conn.responded:
@@ -182,10 +185,22 @@ async def forward(
     finally:
         client.on_drain = None
         client.on_gone = None
-    pool.release(conn, reuse=not client.gone)
+    # A streamed body that did not reach its end (powermem answered early) leaves the
+    # connection expecting the rest: the next request sent on it would be read as body bytes.
+    pool.release(conn, reuse=not client.gone and (replayable or body.complete))
     result.whole = not client.gone
     client.finish()
     return result
+
+
+def _body_failed(client: Exchange) -> Forwarded:
+    """The request body broke (malformed, stalled, abandoned): nothing of it counts. The
+    client hears why if it is still there to (400, 408); otherwise the connection is cut."""
+    failed = client.body.failed
+    if isinstance(failed, BodyBroken) and failed.answer is not None and not client.gone:
+        raise failed.answer
+    client.abort()
+    return Forwarded()
 
 
 def _expire(future: asyncio.Future[int]) -> None:

@@ -102,6 +102,11 @@ def _classify(raw_path: str, query: str, scope: str | None, prefix: str) -> Rout
 
 def route(target: str) -> Route:
     """Classify an origin-form request target (`/path?query`)."""
+    if "#" in target:
+        # Not part of a request target (RFC 9112 3.2), and uvicorn (powermem's server)
+        # drops it: `/api/v1/instances#x` would be forwarded as a path of powermem's
+        # and read there as `/api/v1/instances`. Nobody sends one on purpose.
+        raise PathError("a request target carries no #fragment")
     raw_path, sep, query = target.partition("?")
     query = sep + query
     if raw_path.startswith(SCOPE_PREFIX):

@@ -121,6 +121,11 @@ class PowermemProxy:
                 metrics=self.metrics,
             )
 
+    async def check_scope(self, ex: Exchange, scope: str) -> None:
+        """A scoped URL to one of the gateway's own routes: its instance must exist, with its
+        secret on a shared gateway, exactly as for a proxied request (the error if not)."""
+        await bind(powermem_headers(ex.headers), self.registry, scope=scope, source=ex.peer)
+
     async def _forward(self, ex: Exchange, route: Route, binding: Binding | None) -> int:
         instance_id = binding.record.instance_id if binding is not None else None
         if route.path.startswith("/api/"):

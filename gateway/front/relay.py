@@ -32,6 +32,9 @@ from gateway.errors import (
     NotFound,
     ProviderError,
     RelayAuthRequired,
+    StoredKeyRejected,
+    StoredKeyUnavailable,
+    UnknownInstance,
 )
 from gateway.front.access import account
 from gateway.front.exchange import BodyBroken, BodyTooLarge, Exchange
@@ -64,6 +67,10 @@ JSON: list[Header] = [(b"Content-Type", b"application/json")]
 SSE: list[Header] = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache")]
 # How often a refused relay call is written to the audit log (each is counted in /metrics).
 AUDIT_INTERVAL = 60.0
+# The most of a provider's stream that may arrive without completing an event: no LLM sends
+# events this large, and a stream that never ends its event would otherwise be held whole
+# (and re-scanned on every read, stalling the event loop).
+MAX_EVENT = 1024 * 1024
 
 
 class RelayRefused(GatewayError):
@@ -124,7 +131,12 @@ class RelayEndpoint:
                 ex.respond(200, JSON, orjson.dumps(_probe_answer(body)))
                 status = 200
                 return
-            target = await self.relay.target(instance_id)
+            try:
+                target = await self.relay.target(instance_id)
+            except GatewayError as exc:
+                if slot is not None and instance_id is not None:
+                    self._failed_before_the_provider(slot, instance_id, exc)
+                raise
             status = await self._call(ex, target, body, slot)
         except GatewayError as exc:
             status = exc.status
@@ -167,6 +179,15 @@ class RelayEndpoint:
             )
         return None
 
+    def _failed_before_the_provider(self, slot: int, instance_id: str, exc: GatewayError) -> None:
+        """The instance cannot make this call at all (its key no longer opens, it was deleted
+        meanwhile): the request's caller learns it like any other failed LLM call."""
+        unreadable = isinstance(exc, StoredKeyRejected | StoredKeyUnavailable)
+        reason = "key-unreadable" if unreadable else "refused"
+        self.ledger.record_call(slot, status=exc.status, reason=reason)
+        if not isinstance(exc, UnknownInstance):
+            self.registry.llm_failed(instance_id, exc.status, reason)
+
     def _refused(self, why: str, peer: str) -> None:
         self.metrics.relay_refused.labels(why).inc()
         now = time.monotonic()
@@ -188,6 +209,11 @@ class RelayEndpoint:
             status = 200
         except ProviderError as exc:
             status, reason = exc.status, reason_of(exc.status)
+            raise
+        except GatewayError as exc:
+            # Refused on our side before the provider was reached (the base-URL policy
+            # refusing the address it resolves to): not an unreachable provider.
+            status, reason = exc.status, "refused"
             raise
         finally:
             failed = not whole
@@ -312,9 +338,14 @@ async def _openai(ex: Exchange, relay: Relay, target: Target, body: dict[str, An
     scrubber = StreamScrubber(target.api_key)
     parser = SSEParser()
     usage = [(0, 0)]
+    bound = _EventBound(target, answer)
 
     def on_chunk(chunk: bytes) -> None:
+        if bound.cut:
+            return
         out = scrubber.feed(chunk)
+        if bound.exceeded(len(chunk), progressed=bool(out)):
+            return
         ex.send(out)
         for event in parser.feed(out):
             # Only the (last) chunk that carries usage is worth decoding.
@@ -324,7 +355,7 @@ async def _openai(ex: Exchange, relay: Relay, target: Target, body: dict[str, An
 
     ex.send_head(200, SSE)
     ex.flush()
-    whole = await _pump(ex, answer, on_chunk, scrubber.end)
+    whole = await _pump(ex, answer, on_chunk, lambda: None if bound.cut else scrubber.end())
     return usage[0], whole
 
 
@@ -345,13 +376,21 @@ async def _anthropic(ex: Exchange, relay: Relay, target: Target, body: dict[str,
     translator = StreamTranslator(model=target.model, include_usage=stream_usage_requested(body))
     parser = SSEParser()
     scrubber = StreamScrubber(target.api_key)
+    bound = _EventBound(target, answer)
 
     def on_chunk(chunk: bytes) -> None:
-        for event in parser.feed(chunk):
+        if bound.cut:
+            return
+        events = parser.feed(chunk)
+        if bound.exceeded(len(chunk), progressed=bool(events)):
+            return
+        for event in events:
             if out := translator.feed_event(event):
                 ex.send(scrubber.feed(out))
 
     def finish() -> bytes | None:
+        if bound.cut:
+            return None
         if translator.complete or translator.failed:
             return scrubber.feed(translator.finish()) + scrubber.end()
         return None  # the provider ended early: no [DONE], so it is not taken as whole
@@ -362,6 +401,29 @@ async def _anthropic(ex: Exchange, relay: Relay, target: Target, body: dict[str,
     whole = ended and translator.complete and not translator.failed
     usage = translator.usage
     return (usage.prompt_tokens, usage.completion_tokens), whole
+
+
+class _EventBound:
+    """Counts what a provider stream sends without completing an event; past `MAX_EVENT`
+    the provider's connection is closed and the caller's stream is cut."""
+
+    def __init__(self, target: Target, answer: ProviderAnswer) -> None:
+        self._target = target
+        self._answer = answer
+        self._pending = 0
+        self.cut = False
+
+    def exceeded(self, size: int, *, progressed: bool) -> bool:
+        self._pending = 0 if progressed else self._pending + size
+        if self._pending > MAX_EVENT:
+            self.cut = True
+            log.warning(
+                "%s sent more than %d bytes without ending an event; its stream is cut",
+                self._target.spec.name,
+                MAX_EVENT,
+            )
+            self._answer.release()  # closes the connection: the stream ends as broken
+        return self.cut
 
 
 async def _pump(
