@@ -68,6 +68,11 @@ def _preflight(settings: Settings, console: Console) -> None:
     "--upstream-timeout", type=float, help="Seconds to wait for powermem to start answering."
 )
 @click.option(
+    "--relay-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds one relayed LLM call may take in all, retries included. [default: 120]",
+)
+@click.option(
     "--instance-rate-limit",
     type=int,
     help="Requests per minute allowed per instance. [default: no limit]",
