@@ -24,6 +24,8 @@ __all__ = ["Admission", "Door", "HostRefused", "OriginRefused"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 PREFLIGHT_METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
+# Host values whose verdict is remembered (a refused rebinding name is as cheap as ours).
+_SEEN_MAX = 256
 
 
 class HostRefused(GatewayError):
@@ -79,12 +81,20 @@ class Door:
             hosts.add(_host_name(listen_host if ":" not in listen_host else f"[{listen_host}]"))
         self._hosts = frozenset(hosts - {"*"})
         self._origins = frozenset(o.strip().rstrip("/").lower() for o in allowed_origins)
+        self._seen: dict[str, bool] = {}
 
     def host_allowed(self, host: str) -> bool:
         if self._any_host:
             return True
-        name = _host_name(host)
-        return _is_loopback(name) or name in self._hosts
+        known = self._seen.get(host)
+        if known is None:
+            name = _host_name(host)
+            known = _is_loopback(name) or name in self._hosts
+            # Clients send one or two spellings each: remember the verdicts, boundedly.
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            self._seen[host] = known
+        return known
 
     def admit(self, method: bytes, headers: list[tuple[bytes, bytes]]) -> Admission:
         """Check one request's head; raises the error to answer with, or says how to go on."""

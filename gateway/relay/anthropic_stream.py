@@ -13,14 +13,16 @@ instruction added to the request is what keeps them fence-free.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from gateway.relay.anthropic_response import Usage, finish_reason, openai_error, openai_error_type
-from gateway.relay.sse import SSEEvent, format_sse
+from gateway.relay.jsonio import encode_json
+from gateway.relay.sse import SSEEvent
 
 __all__ = ["DONE", "StreamTranslator"]
 
@@ -66,8 +68,8 @@ class StreamTranslator:
     def feed_event(self, event: SSEEvent) -> bytes:
         """Translate one parsed SSE event whose data is Anthropic's JSON."""
         try:
-            data = json.loads(event.data)
-        except ValueError:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
             return self._error("api_error", "The provider sent a stream event that is not JSON.")
@@ -205,4 +207,5 @@ class StreamTranslator:
 
     @staticmethod
     def _encode(body: JSON) -> bytes:
-        return format_sse(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+        # One `data:` line: compact JSON never holds a line break (newlines are escaped).
+        return b"data: " + encode_json(body) + b"\n\n"

@@ -36,6 +36,7 @@ from yarl import URL
 from gateway.errors import BaseUrlRefused, ProviderError
 from gateway.policy.baseurls import AddressRefused, PolicyResolver, UrlPolicy, parse_host
 from gateway.relay.anthropic import from_anthropic_error
+from gateway.relay.jsonio import encode_json
 from gateway.relay.target import Target
 from gateway.wire.client import ClientConnection, UpstreamBroke
 from gateway.wire.heads import Header, request_head
@@ -319,7 +320,7 @@ class ProviderPool:
         url = URL(target.url)
         if target.client_url:
             self._policy.check_host(url.host or "")
-        payload = json.dumps(body, ensure_ascii=False).encode()
+        payload = encode_json(body)
         head = _head(url, target, payload, stream=body.get("stream") is True)
         loop = asyncio.get_running_loop()
         started = loop.time()
