@@ -16,6 +16,19 @@ from gateway.relay.target import Target
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
+async def call(provider: web.Application, aiohttp_server: Any, **pool: Any) -> ProviderError:
+    """One call through a `ProviderPool(**pool)` to `provider`; the error it ends with."""
+    server = await aiohttp_server(provider)
+    client = ProviderPool(**pool)
+    try:
+        await client.post(_target(str(server.make_url("/v1"))), CHAT)
+    except ProviderError as exc:
+        return exc
+    finally:
+        await client.close()
+    raise AssertionError("the call succeeded")
+
+
 def _target(url: str) -> Target:
     return Target(
         spec=PROVIDERS["openai"],
@@ -41,16 +54,8 @@ async def test_a_provider_that_keeps_failing_is_given_up_at_the_deadline(
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", busy)
-    server = await aiohttp_server(app)
-    pool = ProviderPool(timeout=5.0, retries=50, deadline=0.6)
     started = time.monotonic()
-    try:
-        try:
-            await pool.post(_target(str(server.make_url("/v1"))), CHAT)
-        except ProviderError as exc:
-            error = exc
-    finally:
-        await pool.close()
+    error = await call(app, aiohttp_server, timeout=5.0, retries=50, deadline=0.6)
     assert error.status == 503 and "openai" in error.message
     # Without the deadline all 51 attempts would be made (about 5 s of Retry-After alone).
     assert 2 <= calls < 20
@@ -68,16 +73,8 @@ async def test_a_provider_that_never_answers_times_out_at_the_deadline_naming_it
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", silent)
-    server = await aiohttp_server(app)
-    pool = ProviderPool(timeout=10.0, retries=5, deadline=0.5)
     started = time.monotonic()
-    try:
-        try:
-            await pool.post(_target(str(server.make_url("/v1"))), CHAT)
-        except ProviderError as exc:
-            error = exc
-    finally:
-        await pool.close()
+    error = await call(app, aiohttp_server, timeout=10.0, retries=5, deadline=0.5)
     # Not the provider's 30 s, nor 6 attempts × 10 s: the deadline.
     assert time.monotonic() - started < 10.0
     assert error.status == 504 and error.error_type == "timeout"

@@ -15,8 +15,7 @@ from typing import Any
 import psycopg
 
 from gateway.instances.pg_db import PgDatabase
-from gateway.instances.sqlite_usage import COUNTERS
-from gateway.instances.store import HOURS_KEPT, UsageDelta
+from gateway.instances.store import COUNTERS, HOURS_KEPT, UsageDelta, empty_usage
 
 __all__ = ["add", "read"]
 
@@ -63,18 +62,11 @@ def add(cur: psycopg.Cursor[Any], deltas: Mapping[str, UsageDelta]) -> None:
     cur.execute("DELETE FROM usage_hourly WHERE hour < %s", (oldest,))
 
 
-def _empty() -> dict[str, Any]:
-    usage: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-    usage["last_used_at"] = None
-    usage["last_llm_error"] = None
-    return usage
-
-
 def read(
     database: PgDatabase, instance_ids: Sequence[str], *, since_hour: int
 ) -> dict[str, dict[str, Any]]:
     """Counters, `last_llm_error` and `hours` ({hour: (calls, errors)}) for each id."""
-    result = {i: _empty() | {"hours": {}} for i in instance_ids}
+    result = {i: empty_usage() | {"hours": {}} for i in instance_ids}
     if not instance_ids:
         return result
     ids = list(instance_ids)

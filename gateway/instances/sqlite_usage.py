@@ -14,19 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.instances.sqlite_db import Database
-from gateway.instances.store import HOURS_KEPT, UsageDelta
+from gateway.instances.store import COUNTERS, HOURS_KEPT, UsageDelta, empty_usage
 
 __all__ = ["COUNTERS", "add", "read"]
-
-COUNTERS = (
-    "requests",
-    "errors",
-    "relay_calls",
-    "relay_errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "llm_errors",
-)
 
 
 def add(db: sqlite3.Connection, deltas: Mapping[str, UsageDelta]) -> None:
@@ -63,18 +53,11 @@ def add(db: sqlite3.Connection, deltas: Mapping[str, UsageDelta]) -> None:
     db.execute("DELETE FROM usage_hourly WHERE hour < ?", (oldest,))
 
 
-def _empty() -> dict[str, Any]:
-    usage: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-    usage["last_used_at"] = None
-    usage["last_llm_error"] = None
-    return usage
-
-
 def read(
     database: Database, instance_ids: Sequence[str], *, since_hour: int
 ) -> dict[str, dict[str, Any]]:
     """Counters, `last_llm_error` and `hours` ({hour: (calls, errors)}) for each id."""
-    result = {i: _empty() | {"hours": {}} for i in instance_ids}
+    result = {i: empty_usage() | {"hours": {}} for i in instance_ids}
     if not instance_ids:
         return result
     ids = json.dumps(list(instance_ids))

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "COUNTERS",
     "HOURS_KEPT",
     "Announcer",
     "Changes",
@@ -29,12 +30,23 @@ __all__ = [
     "Source",
     "Store",
     "UsageDelta",
+    "empty_usage",
     "now_iso",
 ]
 
 Source = Literal["api", "implicit", "yaml"]
 # Hourly buckets of LLM calls and errors kept per instance (the dashboard's 24 h chart).
 HOURS_KEPT = 24
+# The usage counters every store adds up, in this order.
+COUNTERS = (
+    "requests",
+    "errors",
+    "relay_calls",
+    "relay_errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "llm_errors",
+)
 
 
 def now_iso() -> str:
@@ -251,3 +263,11 @@ class Store(Protocol):
     def add_audit(self, entries: Sequence[dict[str, object]]) -> None:
         """Keep audit entries where every replica's are (a no-op where audit.log is that)."""
         ...
+
+
+def empty_usage() -> dict[str, Any]:
+    """The usage of an instance nothing has been counted for yet."""
+    usage: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+    usage["last_used_at"] = None
+    usage["last_llm_error"] = None
+    return usage
