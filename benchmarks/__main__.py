@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks import lookup, proxy, relay, scale, workers
+from benchmarks import lookup, powermem, proxy, relay, scale, workers
 from benchmarks.context import Context
 from benchmarks.nginx import start_upstream
 from benchmarks.procs import free_port, machine_busy_seconds, require_tools
@@ -32,6 +32,7 @@ from benchmarks.report import text, write
 FAMILIES: dict[str, Callable[[Context], None]] = {
     "proxy": proxy.run,
     "relay": relay.run,
+    "powermem": powermem.run,
     "scale": scale.run,
     "lookup": lookup.run,
     "workers": workers.run,
