@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks import lookup, powermem, proxy, relay, scale, workers
+from benchmarks import flood, lookup, powermem, proxy, relay, scale, workers
 from benchmarks.context import Context
 from benchmarks.nginx import start_upstream
 from benchmarks.procs import free_port, machine_busy_seconds, require_tools
@@ -36,6 +36,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "scale": scale.run,
     "lookup": lookup.run,
     "workers": workers.run,
+    "flood": flood.run,
 }
 RESULTS = Path(__file__).with_name("results")
 
