@@ -6,33 +6,28 @@ flood, in every repetition; the gateway's RSS (supervisor and workers) is read b
 during (peak) and after each flood, and once more at the end after the relay's idle
 provider connections have been closed.
 
-- registrations: wrk sends GETs with LLM headers carrying a new API key every request
-  (implicit registration). The gateway runs with both registration caps off
-  (`POWERMEM_GATEWAY_NEW_INSTANCES_PER_CLIENT_PER_HOUR=0`, `…_MAX_INSTANCES=0`), so every
-  request really creates an instance; with the default caps wrk's one address would get
-  cheap 429s after its first 100;
-- /metrics: wrk scrapes `/metrics` with the admin token as fast as it can;
-- slow clients: thousands of connections from several 127.0.0.x addresses, each sending
-  its request head a byte a second (benchmarks/slowclients.py);
-- provider origins: 1 000+ instances, each with its own base URL (one fake provider
-  listening on as many loopback ports); bound memory adds reach a tiny upstream
-  (benchmarks/bench_upstream.py) that calls the gateway's relay with the request's
-  baggage, so every call goes through the relay to a random one of those origins.
+The floods (benchmarks/floodgen.py): implicit registrations, /metrics scrapes, slow
+clients, and calls to 1 000+ provider origins. For the registrations the gateway runs with
+both registration caps off (`POWERMEM_GATEWAY_NEW_INSTANCES_PER_CLIENT_PER_HOUR=0`,
+`…_MAX_INSTANCES=0`), so every request really creates an instance; with the default caps
+wrk's one address would get cheap 429s after its first 100. The provider origins need LLM
+calls: bound memory adds reach a tiny upstream (benchmarks/bench_upstream.py) that calls
+the gateway's relay with the request's baggage, as powermem does, so every call goes
+through the relay to a random one of those origins.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from benchmarks.context import ADMIN_TOKEN, Context, Spread, Table, post_json
+from benchmarks.context import Context, Spread, Table
+from benchmarks.floodgen import Flood, register_origins
+from benchmarks.floodgen import floods as make_floods
 from benchmarks.procs import Proc, ProcessTree, RssSampler, free_port
+from benchmarks.profile import profile
 from benchmarks.servers import RELAY_TOKEN, start_fake_providers, start_gateway
 from benchmarks.wrk import Load, WrkResult, run_wrk
 
@@ -43,21 +38,15 @@ PROBES = {
     "proxied GET": Load(path="/api/v1/memories?user_id=probe&limit=1", delay_ms=10),
 }
 RAMP = 1.5  # seconds a flood runs before the probes start
-SETTLE = 3.0  # seconds after a flood before "after" is read
+SETTLE = 2.0  # seconds after a flood before "after" is read
 IDLE_CLOSE = 35.0  # the relay closes provider connections idle 30 s (gateway.relay.client)
-
-
-@dataclass
-class Flood:
-    name: str
-    start: Callable[[float], Callable[[], str]]
 
 
 def run(ctx: Context) -> None:
     origins = 200 if ctx.quick else 1200
     slow = 500 if ctx.quick else 2000
-    probe_seconds = 2.0 if ctx.quick else max(4.0, ctx.seconds + 1)
-    fake, _, ports = start_fake_providers(ctx.work, ports=origins)
+    probe_seconds = 2.0 if ctx.quick else max(3.0, ctx.seconds)
+    fake, fake_url, ports = start_fake_providers(ctx.work, ports=origins)
     port = free_port()
     upstream_port = free_port()
     upstream = Proc(
@@ -91,107 +80,23 @@ def run(ctx: Context) -> None:
             },
         )
         procs.append(gateway)
-        ids = _register_origins(gateway.url, ports)
-        ids_file = ctx.work / "flood-origin-ids.txt"
-        ids_file.write_text("\n".join(ids) + "\n")
-        floods = _floods(ctx, gateway.port, ids_file, slow)
+        ids = register_origins(gateway.url, ports)
+        control = register_origins(gateway.url, [int(fake_url.rsplit(":", 1)[1])], "control")
         tree = gateway.gateway_tree()
-        _measure(ctx, gateway.url, tree, floods, probe_seconds, origins, slow)
+        floods = make_floods(
+            ctx.work, gateway.port, tree, origin_ids=ids, control_id=control[0], slow=slow
+        )
+        figures, start_rss = _measure(ctx, gateway.url, tree, floods, probe_seconds)
+        idle = 5.0 if ctx.quick else IDLE_CLOSE
+        time.sleep(idle)
+        _report(ctx, figures, (start_rss, tree.rss_mb(), idle), origins, slow)
+        for flood in floods:
+            if flood.load is not None and flood.name.startswith("relay calls"):
+                name = "flood-control" if "control" in flood.name else "flood-origins"
+                profile(ctx, name, gateway.pid, gateway.url, flood.load, 8)
     finally:
         for proc in reversed(procs):
             proc.stop()
-
-
-def _register_origins(url: str, ports: list[int]) -> list[str]:
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    ids = []
-    for n, port in enumerate(ports):
-        answer = post_json(
-            url + "/api/v1/instances",
-            {
-                "client": "flood",
-                "provider": "openai",
-                "model": "bench-model",
-                "api_key": f"sk-bench-origin-{n:05d}-0123456789",
-                "base_url": f"http://127.0.0.1:{port}/v1",
-            },
-            admin,
-        )
-        ids.append(answer["data"]["instance_id"])
-    return ids
-
-
-def _wrk_flood(url: str, load: Load, connections: int) -> Callable[[float], Callable[[], str]]:
-    def start(seconds: float) -> Callable[[], str]:
-        pool = ThreadPoolExecutor(1)
-        future = pool.submit(run_wrk, url, load, connections=connections, seconds=seconds, warmup=0)
-
-        def done() -> str:
-            result = future.result()
-            pool.shutdown()
-            return f"{result.rps:,.0f} req/s, {result.errors} non-2xx"
-
-        return done
-
-    return start
-
-
-def _slow_flood(port: int, connections: int) -> Callable[[float], Callable[[], str]]:
-    def start(seconds: float) -> Callable[[], str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "benchmarks.slowclients",
-            "--port",
-            str(port),
-            "--connections",
-            str(connections),
-            "--seconds",
-            str(seconds),
-        ]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-
-        def done() -> str:
-            out, _ = proc.communicate(timeout=seconds + 60)
-            stats = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-            return (
-                f"{stats.get('most_open', 0):,} held at once, {stats.get('opened', 0):,} opened,"
-                f" {stats.get('cut_by_gateway', 0):,} cut by the gateway"
-            )
-
-        return done
-
-    return start
-
-
-def _floods(ctx: Context, port: int, ids_file: Path, slow: int) -> list[Flood]:
-    url = f"http://127.0.0.1:{port}"
-    registrations = Load(
-        path="/api/v1/memories?user_id=flood&limit=1",
-        headers={
-            "X-PowerMem-LLM-Provider": "openai",
-            "X-PowerMem-LLM-Model": "gpt-4o-mini",
-            "X-PowerMem-LLM-Api-Key": "set per request by bench.lua",
-        },
-        mode="unique",
-    )
-    metrics = Load(path="/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    body = ctx.work / "flood-add.json"
-    body.write_text('{"content": "I like tea.", "user_id": "flood"}')
-    origins = Load(
-        method="POST",
-        path="/api/v1/memories",
-        headers={"Content-Type": "application/json"},
-        body_file=body,
-        mode="ids",
-        ids_file=ids_file,
-    )
-    return [
-        Flood("registrations (new LLM headers each request)", _wrk_flood(url, registrations, 8)),
-        Flood("/metrics scrapes", _wrk_flood(url, metrics, 8)),
-        Flood(f"{slow:,} slow clients (a byte a second)", _slow_flood(port, slow)),
-        Flood("provider origins (bound adds through the relay)", _wrk_flood(url, origins, 8)),
-    ]
 
 
 def _probe(url: str, seconds: float) -> dict[str, WrkResult]:
@@ -203,72 +108,72 @@ def _probe(url: str, seconds: float) -> dict[str, WrkResult]:
         return {name: f.result() for name, f in futures.items()}
 
 
+@dataclass
+class Figures:
+    """One flood's figures over the repetitions."""
+
+    quiet: dict[str, list[float]] = field(default_factory=dict)  # probe → p99 (ms)
+    flooded: dict[str, list[float]] = field(default_factory=dict)
+    rss: dict[str, list[float]] = field(default_factory=dict)  # before / peak / after
+    did: str = ""
+
+    def ratios(self, probe: str) -> Spread | None:
+        return Spread.of(
+            f / q if q else None
+            for q, f in zip(self.quiet[probe], self.flooded[probe], strict=True)
+        )
+
+
 def _measure(
-    ctx: Context,
-    url: str,
-    tree: ProcessTree,
-    floods: list[Flood],
-    seconds: float,
-    origins: int,
-    slow: int,
-) -> None:
-    quiet: dict[str, list[float]] = {name: [] for name in PROBES}
-    under: dict[tuple[str, str], list[float]] = {}
-    ratios: dict[tuple[str, str], list[float]] = {}
-    rss: dict[str, dict[str, list[float]]] = {}
-    notes: dict[str, str] = {}
+    ctx: Context, url: str, tree: ProcessTree, floods: list[Flood], seconds: float
+) -> tuple[dict[str, Figures], float]:
+    """Each flood's figures, and the RSS at the start. Every flood is compared with a quiet
+    probe taken just before it, so a busy moment of the machine moves both."""
+    figures = {flood.name: Figures() for flood in floods}
     _probe(url, 1.0)  # warm the probes' paths
     start_rss = tree.rss_mb()
     for _ in range(ctx.reps):
-        calm = _probe(url, seconds)
-        for name, result in calm.items():
-            quiet[name].append(result.p99_ms)
-        print("  quiet: " + ", ".join(f"{n} p99 {r.p99_ms:.2f} ms" for n, r in calm.items()))
         for flood in floods:
+            got = figures[flood.name]
+            calm = _probe(url, seconds)
             before = tree.rss_mb()
             sampler = RssSampler(tree)
             with sampler.running():
                 done = flood.start(RAMP + seconds + 0.5)
                 time.sleep(RAMP)
-                got = _probe(url, seconds)
-                notes[flood.name] = done()
+                loud = _probe(url, seconds)
+                got.did = done()
             time.sleep(SETTLE)
-            after = tree.rss_mb()
-            figures = rss.setdefault(flood.name, {"before": [], "peak": [], "after": []})
-            figures["before"].append(before)
-            figures["peak"].append(sampler.peak)
-            figures["after"].append(after)
-            for name, result in got.items():
-                under.setdefault((flood.name, name), []).append(result.p99_ms)
-                ratios.setdefault((flood.name, name), []).append(
-                    result.p99_ms / calm[name].p99_ms if calm[name].p99_ms else 0.0
-                )
+            for key, value in (
+                ("before", before),
+                ("peak", sampler.peak),
+                ("after", tree.rss_mb()),
+            ):
+                got.rss.setdefault(key, []).append(value)
+            for probe in PROBES:
+                got.quiet.setdefault(probe, []).append(calm[probe].p99_ms)
+                got.flooded.setdefault(probe, []).append(loud[probe].p99_ms)
             print(
-                f"  {flood.name}: "
-                + ", ".join(f"{n} p99 {r.p99_ms:.2f} ms" for n, r in got.items())
-                + f"; RSS {before:.0f} → {sampler.peak:.0f} → {after:.0f} MiB; {notes[flood.name]}",
+                f"  {flood.name}: p99 "
+                + ", ".join(f"{n} {calm[n].p99_ms:.2f} → {loud[n].p99_ms:.2f} ms" for n in PROBES)
+                + f"; RSS {before:.0f} → {sampler.peak:.0f} → {got.rss['after'][-1]:.0f} MiB;"
+                f" {got.did}",
                 flush=True,
             )
-    idle = 5.0 if ctx.quick else IDLE_CLOSE
-    time.sleep(idle)
-    end_rss = tree.rss_mb()
-    _report(ctx, quiet, under, ratios, rss, notes, (start_rss, end_rss, idle), origins, slow)
+    return figures, start_rss
 
 
 def _report(
     ctx: Context,
-    quiet: dict[str, list[float]],
-    under: dict[tuple[str, str], list[float]],
-    ratios: dict[tuple[str, str], list[float]],
-    rss: dict[str, dict[str, list[float]]],
-    notes: dict[str, str],
+    figures: dict[str, Figures],
     memory: tuple[float, float, float],
     origins: int,
     slow: int,
 ) -> None:
     start_rss, end_rss, idle = memory
     table = Table(
-        "Flood: p99 under each flood vs quiet (ms), and gateway RSS (MiB): median (min–max)",
+        "Flood: p99 under each flood vs quiet just before (ms), and gateway RSS (MiB): "
+        "median (min–max)",
         (
             "flood",
             "probe",
@@ -278,35 +183,35 @@ def _report(
             "RSS before",
             "RSS peak",
             "RSS after",
-            "the flood did",
+            "the flood did (last repetition)",
         ),
     )
-    for (flood, probe), values in under.items():
-        spread = Spread.of(values)
-        ratio = Spread.of(ratios[(flood, probe)])
-        calm = Spread.of(quiet[probe])
-        mem = {k: Spread.of(v) for k, v in rss[flood].items()}
-        table.add(
-            flood,
-            probe,
-            calm.text("{:.2f}") if calm else "–",
-            spread.text("{:.2f}") if spread else "–",
-            ratio.text("{:.1f}") if ratio else "–",
-            *(mem[k].text("{:.0f}") if mem[k] else "–" for k in ("before", "peak", "after")),
-            notes.get(flood, ""),
-        )
-        ctx.target(
-            f"flood p99 ratio, {probe}, during {flood}",
-            "<= 2x quiet",
-            ratio,
-            ratio is not None and ratio.mid <= 2.0,
-            "{:.1f}x",
-        )
+    for flood, got in figures.items():
+        mem = {k: Spread.of(v) for k, v in got.rss.items()}
+        for probe in PROBES:
+            ratio = got.ratios(probe)
+            table.add(
+                flood,
+                probe,
+                _text(Spread.of(got.quiet[probe]), "{:.2f}"),
+                _text(Spread.of(got.flooded[probe]), "{:.2f}"),
+                _text(ratio, "{:.1f}"),
+                *(_text(mem.get(k), "{:.0f}") for k in ("before", "peak", "after")),
+                got.did,
+            )
+            ctx.target(
+                f"flood p99 ratio, {probe}, during {flood}",
+                "<= 2x quiet",
+                ratio,
+                ratio is not None and ratio.mid <= 2.0,
+                "{:.1f}x",
+            )
     change = (end_rss - start_rss) / start_rss if start_rss else 0.0
     table.notes.append(
         f"RSS at the start {start_rss:.0f} MiB, at the end {end_rss:.0f} MiB "
         f"({change:+.0%}) after {idle:.0f} s idle; gateway with 2 workers, "
-        f"{origins:,} provider origins, {slow:,} slow clients"
+        f"{origins:,} provider origins, {slow:,} slow clients; probes: one request every 10 ms "
+        "on each of two connections"
     )
     ctx.tables.append(table)
     ctx.target(
@@ -316,9 +221,11 @@ def _report(
         abs(change) <= 0.10,
     )
     ctx.extra["flood"] = {
-        "quiet_p99_ms": quiet,
-        "flood_p99_ms": {f"{k[0]} | {k[1]}": v for k, v in under.items()},
-        "rss_mb": rss,
-        "rss_start_end_mb": [start_rss, end_rss],
-        "floods": notes,
+        name: {"quiet_p99_ms": f.quiet, "flood_p99_ms": f.flooded, "rss_mb": f.rss, "did": f.did}
+        for name, f in figures.items()
     }
+    ctx.extra["flood_rss_start_end_mb"] = [start_rss, end_rss]
+
+
+def _text(spread: Spread | None, fmt: str) -> str:
+    return spread.text(fmt) if spread is not None else "–"

@@ -148,9 +148,8 @@ def summarise(collapsed: str, *, title: str) -> str:
     out += [f"    {pct(n)}  {name}" for name, n in own.most_common(TOP)]
     out.append("")
     out.append("  inclusive time by function (the request path, outermost first):")
-    out += [f"    {pct(n)}  {name}" for name, n in inclusive.most_common(TOP + 12) if n < total][
-        : TOP + 6
-    ]
+    path = [(name, n) for name, n in inclusive.most_common() if not _is_outer(name)]
+    out += [f"    {pct(n)}  {name}" for name, n in path[: TOP + 6]]
     return "\n".join(out) + "\n"
 
 
