@@ -37,7 +37,6 @@ PROBES = {
     "/gateway/health": Load(path="/gateway/health", delay_ms=10),
     "proxied GET": Load(path="/api/v1/memories?user_id=probe&limit=1", delay_ms=10),
 }
-RAMP = 1.5  # seconds a flood runs before the probes start
 SETTLE = 2.0  # seconds after a flood before "after" is read
 IDLE_CLOSE = 35.0  # the relay closes provider connections idle 30 s (gateway.relay.client)
 
@@ -81,10 +80,12 @@ def run(ctx: Context) -> None:
         )
         procs.append(gateway)
         ids = register_origins(gateway.url, ports)
-        control = register_origins(gateway.url, [int(fake_url.rsplit(":", 1)[1])], "control")
+        # As many instances (and keys), all at the fake's main port: the control.
+        main_port = int(fake_url.rsplit(":", 1)[1])
+        control = register_origins(gateway.url, [main_port] * origins, "control")
         tree = gateway.gateway_tree()
         floods = make_floods(
-            ctx.work, gateway.port, tree, origin_ids=ids, control_id=control[0], slow=slow
+            ctx.work, gateway.port, tree, origin_ids=ids, control_ids=control, slow=slow
         )
         figures, start_rss = _measure(ctx, gateway.url, tree, floods, probe_seconds)
         idle = 5.0 if ctx.quick else IDLE_CLOSE
@@ -139,8 +140,9 @@ def _measure(
             before = tree.rss_mb()
             sampler = RssSampler(tree)
             with sampler.running():
-                done = flood.start(RAMP + seconds + 0.5)
-                time.sleep(RAMP)
+                ramp = min(flood.ramp, 3.0) if ctx.quick else flood.ramp
+                done = flood.start(ramp + seconds + 0.5)
+                time.sleep(ramp)
                 loud = _probe(url, seconds)
                 got.did = done()
             time.sleep(SETTLE)

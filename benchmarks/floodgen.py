@@ -27,6 +27,7 @@ __all__ = ["Flood", "floods", "register_origins"]
 # A flood's start(seconds) begins it in the background; the function it returns waits for it
 # to end and says what it did.
 Start = Callable[[float], Callable[[], str]]
+SLOW_RAMP = 16.0
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Flood:
     start: Start
     # The request shape of a wrk flood (for profiling it), else None.
     load: Load | None = None
+    # Seconds it runs before the probes start.
+    ramp: float = 1.5
 
 
 def register_origins(url: str, ports: list[int], prefix: str = "origin") -> list[str]:
@@ -119,12 +122,12 @@ def floods(
     tree: ProcessTree,
     *,
     origin_ids: list[str],
-    control_id: str,
+    control_ids: list[str],
     slow: int,
 ) -> list[Flood]:
     """The floods, in order, against the gateway at `port` (whose CPU is `tree`);
-    `origin_ids` name instances with distinct base URLs, `control_id` one instance at the
-    fake's main port (the same relay load, one origin)."""
+    `origin_ids` name instances with distinct base URLs, `control_ids` as many instances
+    with one base URL (the same relay load and keys, one origin)."""
     url = f"http://127.0.0.1:{port}"
     registrations = Load(
         path="/api/v1/memories?user_id=flood&limit=1",
@@ -146,7 +149,7 @@ def floods(
         mode="ids",
         ids_file=_ids(work, "origins", origin_ids),
     )
-    control = replace(origins, ids_file=_ids(work, "control", [control_id]))
+    control = replace(origins, ids_file=_ids(work, "control", control_ids))
     return [
         Flood(
             "registrations (new LLM headers each request)",
@@ -154,14 +157,22 @@ def floods(
             registrations,
         ),
         Flood("/metrics scrapes", _wrk_flood(url, metrics, 8, tree), metrics),
-        Flood(f"{slow:,} slow clients (a byte a second)", _slow_flood(port, slow)),
+        # Probed once the gateway has begun cutting heads slower than its 15 s header
+        # timeout (gateway.front.server.Limits), while the clients reconnect.
+        Flood(
+            f"{slow:,} slow clients (a byte a second)",
+            _slow_flood(port, slow),
+            ramp=SLOW_RAMP,
+        ),
         Flood(
             f"relay calls to {len(origin_ids):,} provider origins",
             _wrk_flood(url, origins, 8, tree),
             origins,
         ),
-        # The same load to one origin: what the relay load costs without the many origins.
+        # The same load, instances and keys at one origin: what the origins themselves cost.
         Flood(
-            "relay calls to 1 provider origin (control)", _wrk_flood(url, control, 8, tree), control
+            f"relay calls, {len(control_ids):,} instances at 1 origin (control)",
+            _wrk_flood(url, control, 8, tree),
+            control,
         ),
     ]
