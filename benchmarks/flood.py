@@ -18,15 +18,17 @@ through the relay to a random one of those origins.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from benchmarks.context import Context, Spread, Table
+from benchmarks.context import ADMIN_TOKEN, Context, Spread, Table
 from benchmarks.floodgen import Flood, register_origins
 from benchmarks.floodgen import floods as make_floods
-from benchmarks.procs import Proc, ProcessTree, RssSampler, free_port
+from benchmarks.procs import CpuMeter, Proc, ProcessTree, RssSampler, free_port
 from benchmarks.profile import profile
 from benchmarks.servers import RELAY_TOKEN, start_fake_providers, start_gateway
 from benchmarks.wrk import Load, WrkResult, run_wrk
@@ -116,6 +118,7 @@ class Figures:
     quiet: dict[str, list[float]] = field(default_factory=dict)  # probe → p99 (ms)
     flooded: dict[str, list[float]] = field(default_factory=dict)
     rss: dict[str, list[float]] = field(default_factory=dict)  # before / peak / after
+    instances: list[int] = field(default_factory=list)  # registered when the flood began
     did: str = ""
 
     def ratios(self, probe: str) -> Spread | None:
@@ -136,6 +139,9 @@ def _measure(
     for _ in range(ctx.reps):
         for flood in floods:
             got = figures[flood.name]
+            # Quiet means quiet: whatever the last flood left queued is done first.
+            _wait_idle(tree)
+            got.instances.append(_instances(url))
             calm = _probe(url, seconds)
             before = tree.rss_mb()
             sampler = RssSampler(tree)
@@ -165,6 +171,25 @@ def _measure(
     return figures, start_rss
 
 
+def _wait_idle(tree: ProcessTree, *, below: float = 0.1, longest: float = 30.0) -> None:
+    """Until the gateway uses less than `below` cores over half a second (or `longest`)."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        meter = CpuMeter(tree)
+        time.sleep(0.5)
+        if meter.cores() < below:
+            return
+
+
+def _instances(url: str) -> int:
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        url + "/gateway/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        count: int = json.load(response)["data"]["instances"]
+        return count
+
+
 def _report(
     ctx: Context,
     figures: dict[str, Figures],
@@ -185,6 +210,7 @@ def _report(
             "RSS before",
             "RSS peak",
             "RSS after",
+            "instances",
             "the flood did (last repetition)",
         ),
     )
@@ -199,6 +225,7 @@ def _report(
                 _text(Spread.of(got.flooded[probe]), "{:.2f}"),
                 _text(ratio, "{:.1f}"),
                 *(_text(mem.get(k), "{:.0f}") for k in ("before", "peak", "after")),
+                _text(Spread.of(got.instances), "{:,.0f}"),
                 got.did,
             )
             ctx.target(
@@ -223,7 +250,13 @@ def _report(
         abs(change) <= 0.10,
     )
     ctx.extra["flood"] = {
-        name: {"quiet_p99_ms": f.quiet, "flood_p99_ms": f.flooded, "rss_mb": f.rss, "did": f.did}
+        name: {
+            "quiet_p99_ms": f.quiet,
+            "flood_p99_ms": f.flooded,
+            "rss_mb": f.rss,
+            "instances": f.instances,
+            "did": f.did,
+        }
         for name, f in figures.items()
     }
     ctx.extra["flood_rss_start_end_mb"] = [start_rss, end_rss]
