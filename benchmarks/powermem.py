@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.context import Context, post_json
 from benchmarks.fake_providers import FACT
-from benchmarks.procs import Proc, clean_environ, free_port
+from benchmarks.procs import CpuMeter, Proc, clean_environ, free_port
 from benchmarks.servers import start_fake_providers, start_gateway
 from benchmarks.wrk import Load
 from gateway.proxy.upstream_env import upstream_environment
@@ -85,22 +86,46 @@ def _start_alone(name: str, work: Path, fake_v1: str, *, instrumented: bool) -> 
     return proc, url
 
 
-def _loads(work: Path, headers: dict[str, str]) -> dict[str, Load]:
-    add = work / "g1-add.json"
-    add.write_text(json.dumps({"content": f"I am {USER}. {FACT}.", "user_id": USER, "infer": True}))
-    search = work / "g1-search.json"
-    search.write_text(
-        json.dumps({"query": "what does the user drink", "user_id": USER, "limit": 5})
-    )
-    json_headers = {"Content-Type": "application/json", **headers}
+ADD, SEARCH = "memory add, infer (2 LLM calls)", "memory search"
+SEARCH_USER = "bench-g1-search"
+SEEDED = 100  # memories the search runs look through
+
+
+def _body(work: Path, name: str, body: dict[str, object]) -> Path:
+    path = work / f"g1-{name}.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def _load(case: str, body: Path, headers: dict[str, str]) -> Load:
+    path = "/api/v1/memories" if case == ADD else "/api/v1/memories/search"
+    headers = {"Content-Type": "application/json", **headers}
+    return Load(method="POST", path=path, headers=headers, body_file=body)
+
+
+def _bodies(work: Path, rep: int, clients: int) -> dict[str, Path]:
+    """This run's request bodies. Each add run writes under a user of its own: powermem
+    compares a new fact with that user's memories (a full scan in SQLite), so a shared user
+    would make every run slower than the one before, on each server at its own pace."""
+    user = f"{USER}-r{rep}-c{clients}"
+    add = {"content": f"I am {user}. {FACT}.", "user_id": user, "infer": True}
+    search = {"query": "what does the user drink", "user_id": SEARCH_USER, "limit": 5}
     return {
-        "memory add, infer (2 LLM calls)": Load(
-            method="POST", path="/api/v1/memories", headers=json_headers, body_file=add
-        ),
-        "memory search": Load(
-            method="POST", path="/api/v1/memories/search", headers=json_headers, body_file=search
-        ),
+        ADD: _body(work, f"add-{rep}-{clients}", add),
+        SEARCH: _body(work, "search", search),
     }
+
+
+def _seed(url: str, headers: dict[str, str], count: int) -> None:
+    """The same `count` memories for the search runs, stored without inference."""
+    drinks = ("green tea", "black coffee", "mint tea", "espresso", "cocoa", "lemonade")
+    for n in range(count):
+        text = f"Note {n}: the user drinks {drinks[n % len(drinks)]} at {n % 24:02d}:00."
+        post_json(
+            url + "/api/v1/memories",
+            {"content": text, "user_id": SEARCH_USER, "infer": False},
+            headers,
+        )
 
 
 def run(ctx: Context) -> None:
@@ -135,21 +160,41 @@ def run(ctx: Context) -> None:
             },
         )
         bound = {"X-PowerMem-Instance": registered["data"]["instance_id"]}
-        plain_loads = _loads(ctx.work, {})
-        bound_loads = _loads(ctx.work, bound)
         # The whole server side in every case (for the gateway: itself and its powermem), so
         # the CPU figures compare like with like.
-        gw_tree = gateway.tree()
+        servers = [
+            (ALONE, alone_url, {}, alone.tree()),
+            (OTEL, otel_url, {}, otel.tree()),
+            (GATEWAY, gateway.url, bound, gateway.tree()),
+        ]
+        seeded = 20 if ctx.quick else SEEDED
+        for _, url, headers, _ in servers:
+            _seed(url, headers, seeded)
         for rep in range(ctx.reps):
-            for case, load in plain_loads.items():
+            for case in (ADD, SEARCH):
                 for clients in CLIENTS:
-                    direct = ctx.wrk(alone_url, load, clients, rep=rep, tree=alone.tree())
-                    with_otel = ctx.wrk(otel_url, load, clients, rep=rep, tree=otel.tree())
-                    through = ctx.wrk(
-                        gateway.url, bound_loads[case], clients, rep=rep, tree=gw_tree
+                    body = _bodies(ctx.work, rep, clients)[case]
+                    got = {}
+                    # A different server first in each repetition: no one always runs last.
+                    for name, url, headers, tree in servers[rep % 3 :] + servers[: rep % 3]:
+                        load = _load(case, body, headers)
+                        own = CpuMeter(gateway.gateway_tree()) if name == GATEWAY else None
+                        got[name] = ctx.wrk(url, load, clients, rep=rep, tree=tree)
+                        if own is not None:
+                            # The gateway's own share: supervisor and workers, not powermem.
+                            cpu = own.seconds() / max(got[name].requests, 1) * 1e6
+                            got["own"] = replace(got[name], cpu_us=round(cpu, 1))
+                    ctx.add("powermem", case, clients, OTEL, got[ALONE], got[OTEL])
+                    ctx.add(
+                        "powermem",
+                        case,
+                        clients,
+                        GATEWAY,
+                        got[ALONE],
+                        got[GATEWAY],
+                        otel=got[OTEL],
+                        own=got["own"],
                     )
-                    ctx.add("powermem", case, clients, OTEL, direct, with_otel)
-                    ctx.add("powermem", case, clients, GATEWAY, direct, through, otel=with_otel)
         _targets(ctx)
     finally:
         for proc in reversed(procs):
@@ -176,6 +221,14 @@ def _targets(ctx: Context) -> None:
             added,
             added is not None and added.mid <= 1.0,
             "{:+.2f} ms",
+        )
+        own = row.spread(lambda s: s.others["own"].cpu_us if "own" in s.others else None)
+        ctx.target(
+            f"{label}: the gateway's own CPU per request (workers and supervisor)",
+            "(context)",
+            own,
+            None,
+            "{:.0f} µs",
         )
         share = row.ratio_to("otel")
         ctx.target(

@@ -23,6 +23,8 @@ __all__ = ["BOUND_BY_ID", "LLM_HEADERS", "W1", "W2", "post_load", "run"]
 CONNECTIONS = (1, 16)
 W1, W2, NGINX = "gateway, 1 worker", "gateway, 2 workers", "nginx as proxy"
 BOUND_BY_ID = "small GET bound by X-PowerMem-Instance"
+PACED_CASE = "small GET, one every 10 ms"
+PACED = replace(SMALL_GET, delay_ms=10)
 LLM_HEADERS = {
     "X-PowerMem-LLM-Provider": "openai",
     "X-PowerMem-LLM-Model": "gpt-4o-mini",
@@ -92,6 +94,14 @@ def run(ctx: Context) -> None:
             for case, load in bound.items():
                 measured = ctx.wrk(w1.url, load, 1, rep=rep, tree=vias[W1][1])
                 ctx.add("proxy", case, 1, W1, direct, measured)
+            # At the pace powermem works (tens of requests a second) every process sleeps
+            # between requests, and waking up costs more than the request: shown for both.
+            direct = ctx.wrk(ctx.upstream_url, PACED, 1, rep=rep, tree=upstream)
+            for via in (W1, NGINX):
+                url, tree = vias[via]
+                ctx.add(
+                    "proxy", PACED_CASE, 1, via, direct, ctx.wrk(url, PACED, 1, rep=rep, tree=tree)
+                )
         profile(ctx, "proxy-plain", w1.pid, w1.url, SMALL_GET, 16)
         profile(ctx, "proxy-bound-by-id", w1.pid, w1.url, bound[BOUND_BY_ID], 16)
         _targets(ctx)
@@ -101,6 +111,23 @@ def run(ctx: Context) -> None:
 
 
 def _targets(ctx: Context) -> None:
+    for via in (W1, NGINX):
+        row = ctx.find("proxy", PACED_CASE, 1, via)
+        if row is not None:
+            ctx.target(
+                f"proxy added p50 at one request every 10 ms, {via} (context for G1)",
+                "(context)",
+                row.added_p50,
+                None,
+                "{:+.3f} ms",
+            )
+            ctx.target(
+                f"proxy CPU per request at one request every 10 ms, {via} (context for G1)",
+                "(context)",
+                row.cpu_us,
+                None,
+                "{:.0f} µs",
+            )
     for conns in CONNECTIONS:
         row = ctx.find("proxy", "small GET", conns, W1)
         if row is not None:
