@@ -3,6 +3,11 @@
 Every failure a client can cause or see is a `GatewayError`; `gateway.http.envelope` turns it into
 an HTTP response in one place (powermem's envelope on the API and proxy, OpenAI's error shape
 on the relay). Messages say what was wrong and what to do, and never carry a secret.
+
+Codes are powermem's own (`server/models/errors.py`: INTERNAL_ERROR, INVALID_REQUEST,
+UNAUTHORIZED, FORBIDDEN, NOT_FOUND, RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE,
+SYSTEM_STORAGE_ERROR) wherever the meaning is the same, so a client's handling of powermem's
+errors covers the gateway's too; narrower meanings get their own code under the same status.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AdminAuthRequired",
+    "AdminAuthThrottled",
     "BadRequest",
     "BaseUrlRefused",
     "ConfigConflict",
+    "Forbidden",
     "GatewayError",
     "InstanceCapReached",
     "InvalidBody",
@@ -27,10 +34,12 @@ __all__ = [
     "RateLimited",
     "ReadOnlyInstance",
     "RelayAuthRequired",
+    "ServiceUnavailable",
     "StorageError",
     "StoredKeyRejected",
     "StoredKeyUnavailable",
     "UnknownInstance",
+    "UnsupportedMediaType",
     "UpstreamStarting",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -41,7 +50,7 @@ class GatewayError(Exception):
     """Base of every error the gateway reports to a client."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "GATEWAY_ERROR"
+    code: ClassVar[str] = "INTERNAL_ERROR"
 
     def __init__(
         self,
@@ -60,7 +69,7 @@ class BadRequest(GatewayError):
     """The client sent something we cannot use."""
 
     status = 400
-    code = "BAD_REQUEST"
+    code = "INVALID_REQUEST"
 
 
 class InvalidHeader(BadRequest):
@@ -81,10 +90,27 @@ class InvalidBody(BadRequest):
     code = "INVALID_BODY"
 
 
-class BaseUrlRefused(GatewayError):
-    """A client-supplied base URL points where the gateway's base-URL policy forbids calling."""
+class UnsupportedMediaType(BadRequest):
+    """A management write whose body is not declared `application/json`.
+
+    Browsers may send `text/plain` or form bodies across origins without a preflight, so a
+    JSON body under any other content type is refused rather than guessed at.
+    """
+
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Forbidden(GatewayError):
+    """The caller is known but may not do this."""
 
     status = 403
+    code = "FORBIDDEN"
+
+
+class BaseUrlRefused(Forbidden):
+    """A client-supplied base URL points where the gateway's base-URL policy forbids calling."""
+
     code = "BASE_URL_REFUSED"
 
 
@@ -136,21 +162,31 @@ class ReadOnlyInstance(ConfigConflict):
 
 
 class RateLimited(GatewayError):
-    """The instance sent more requests than its limit allows."""
+    """The caller sent more requests than its limit allows."""
 
     status = 429
-    code = "RATE_LIMITED"
+    code = "RATE_LIMIT_EXCEEDED"
+
+
+class AdminAuthThrottled(RateLimited):
+    """Too many failed admin authentications from this address; `Retry-After` says when."""
 
 
 class InstanceCapReached(RateLimited):
     """No new instance now: the per-address or the total cap on new instances is reached."""
 
 
-class StorageError(GatewayError):
-    """The registry could not be written (disk full, read-only data dir, …)."""
+class ServiceUnavailable(GatewayError):
+    """Something the gateway needs is not available right now; trying again later may work."""
 
     status = 503
-    code = "STORAGE_UNAVAILABLE"
+    code = "SERVICE_UNAVAILABLE"
+
+
+class StorageError(ServiceUnavailable):
+    """The registry could not be written (disk full, read-only data dir, …)."""
+
+    code = "SYSTEM_STORAGE_ERROR"
 
 
 class MasterKeyMissing(StorageError):
@@ -180,18 +216,14 @@ class UpstreamUnavailable(GatewayError):
     code = "UPSTREAM_UNAVAILABLE"
 
 
-class UpstreamStarting(GatewayError):
+class UpstreamStarting(ServiceUnavailable):
     """The managed powermem server is (re)starting."""
 
-    status = 503
     code = "UPSTREAM_STARTING"
 
 
-class NotReady(GatewayError):
+class NotReady(ServiceUnavailable):
     """powermem answers, but its memory service does not work (yet)."""
-
-    status = 503
-    code = "SERVICE_UNAVAILABLE"
 
 
 class UpstreamTimeout(GatewayError):

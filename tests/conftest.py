@@ -24,6 +24,10 @@ from gateway.settings import Settings
 from tests.fakes.upstream import RECORDER, Recorder, make_upstream
 from tests.frontserver import GatewayTestServer
 
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+_ADMIN_PATHS = ("/api/v1/instances", "/metrics", "/gateway/status", "/gateway/probe")
+
 # Property and fuzz tests are reproducible: the same examples on every run and machine.
 hypothesis_settings.register_profile(
     "gateway", derandomize=True, deadline=None, database=None, print_blob=True
@@ -61,6 +65,7 @@ def make_settings(tmp_path: Path, upstream: TestServer) -> Callable[..., Setting
             "data_dir": tmp_path / "data",
             "instances_file": tmp_path / "instances.yaml",
             "upstream": str(upstream.make_url("")).rstrip("/"),
+            "admin_token": ADMIN_TOKEN,
         }
         values.update(overrides)
         return Settings(**values)
@@ -68,14 +73,50 @@ def make_settings(tmp_path: Path, upstream: TestServer) -> Callable[..., Setting
     return make
 
 
+def needs_admin(method: str, path: str) -> bool:
+    """Whether a call is one the gateway keeps for the admin token holder."""
+    path = path.split("?")[0]
+    if path == "/api/v1/instances" and method.upper() == "POST":
+        return False
+    return path.startswith(_ADMIN_PATHS)
+
+
+class OperatorClient(TestClient[web.Request, web.Application]):
+    """A test client that, like the operator's CLI, sends the admin token on admin calls only
+    (never on registration or on proxied paths, where it would reach powermem)."""
+
+    async def _request(self, method: str, path: Any, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if needs_admin(method, str(path)) and "Authorization" not in headers:
+            headers.update(ADMIN_AUTH)
+        return await super()._request(method, path, headers=headers, **kwargs)
+
+
+OperatorFactory = Callable[[web.Application], Awaitable[OperatorClient]]
+
+
+@pytest.fixture
+async def operator() -> AsyncIterator[OperatorFactory]:
+    """`await operator(app)`: an `OperatorClient` on the whole gateway (front and app)."""
+    started: list[OperatorClient] = []
+
+    async def start(app: web.Application) -> OperatorClient:
+        client = OperatorClient(GatewayTestServer(app))
+        await client.start_server()
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        await client.close()
+
+
 @pytest.fixture
 async def gateway(
-    aiohttp_client: Any, make_settings: Callable[..., Settings]
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        GatewayTestServer(create_app(make_settings()))
-    )
-    yield client
+    operator: OperatorFactory, make_settings: Callable[..., Settings]
+) -> AsyncIterator[OperatorClient]:
+    """The gateway in front of the recording upstream, called the way its operator would."""
+    yield await operator(create_app(make_settings()))
 
 
 @pytest.fixture

@@ -11,7 +11,10 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
+from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
+from gateway.settings import Settings
+from tests.conftest import OperatorFactory
 from tests.fakes.upstream import Recorder
 
 Client = TestClient[web.Request, web.Application]
@@ -22,6 +25,7 @@ GOOD_HEADERS = {
     "X-PowerMem-LLM-Api-Key": KEY,
 }
 GOOD_BODY = {"provider": "openai", "model": "gpt-4o-mini", "api_key": KEY}
+AS_JSON = {"Content-Type": "application/json"}
 Refused = Callable[..., Awaitable[dict[str, Any]]]
 
 
@@ -240,10 +244,56 @@ async def test_malformed_registration_body_is_400(
     assert words in body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (
+            b'{"provider": "openai", "model": "m", "api_key": ' + b"7" * 5000 + b"}",
+            "not valid JSON",
+        ),
+        (b'{"provider": ' + b"[" * 5000 + b"]" * 5000 + b"}", "not valid JSON"),
+        (b'{"a": ' * 3000 + b"1" + b"}" * 3000, "not valid JSON"),
+        (b'{"provider": "openai", "model": "m", "api_key": 1e999}', "api_key"),
+        (b'{"provider": "openai", "model": "m", "api_key": NaN}', "api_key"),
+    ],
+)
+async def test_hostile_json_is_a_400_never_a_500(
+    gateway: Client, refused: Refused, data: bytes, words: str
+) -> None:
+    """Huge integers, deep nesting and non-JSON numbers are refused before any work is done."""
+    response = await gateway.post("/api/v1/instances", data=data, headers=AS_JSON)
+    body = await response.json()
+    assert response.status == 400, body
+    assert words in body["error"]["message"]
+    await refused(response, 400, body["error"]["code"])
+
+
+@pytest.mark.parametrize(
+    ("base_url", "words"),
+    [
+        ("http://[127.0.0.1]/", "IPv6"),
+        ("http://[::1%25lo]/v1", "IPv6"),
+        ("http://[1::2::3]/", "IPv6"),
+        ("http://api.example.com:65536/v1", "65535"),
+        ("http://api.example.com:0x50/v1", "65535"),
+        ("http://api example.com/v1", "without blanks"),
+    ],
+)
+async def test_base_urls_that_crash_url_parsers_are_a_400(
+    gateway: Client, refused: Refused, base_url: str, words: str
+) -> None:
+    """Hosts and ports a URL parser chokes on are refused with a reason, not a traceback."""
+    response = await gateway.post("/api/v1/instances", json=GOOD_BODY | {"base_url": base_url})
+    body = await refused(response, 400, "INVALID_CONFIG")
+    assert body["error"]["details"] == {"field": "base_url"}
+    assert words in body["error"]["message"]
+    assert base_url not in body["error"]["message"]
+
+
 async def test_oversized_registration_body_is_400(gateway: Client, refused: Refused) -> None:
     """A body beyond 64 KiB is refused without being parsed."""
     data = json.dumps(GOOD_BODY | {"model": "m" * 70000}).encode()
-    response = await gateway.post("/api/v1/instances", data=data)
+    response = await gateway.post("/api/v1/instances", data=data, headers=AS_JSON)
     body = await refused(response, 400, "INVALID_BODY")
     assert "larger than" in body["error"]["message"]
 
@@ -257,7 +307,7 @@ async def test_body_arriving_in_pieces_is_read_whole(gateway: Client) -> None:
             yield data[start : start + 500]
             await asyncio.sleep(0.01)
 
-    response = await gateway.post("/api/v1/instances", data=trickle())
+    response = await gateway.post("/api/v1/instances", data=trickle(), headers=AS_JSON)
     assert response.status == 201, await response.text()
 
 
@@ -303,7 +353,7 @@ async def test_bad_update_is_400_and_leaves_the_instance(
     instance_id = await existing(gateway)
     registry = gateway.server.app[REGISTRY]
     before = await registry.get(instance_id)
-    response = await gateway.put(f"/api/v1/instances/{instance_id}", data=data)
+    response = await gateway.put(f"/api/v1/instances/{instance_id}", data=data, headers=AS_JSON)
     body = await response.json()
     assert response.status == 400 and body["error"]["code"] == code
     after = await registry.get(instance_id)
@@ -340,3 +390,26 @@ async def test_other_management_calls_are_refused_not_forwarded(
     await refused(response, status, "METHOD_NOT_ALLOWED" if status == 405 else "NOT_FOUND")
     if status == 405:
         assert response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"messages": [{"role": "user", "content": ' + b"9" * 5000 + b"}]}",
+        b'{"messages": [{"role": "user", "content": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+    ],
+)
+async def test_hostile_json_to_the_relay_is_a_400_in_openai_shape(
+    operator: OperatorFactory, make_settings: Callable[..., Settings], data: bytes
+) -> None:
+    """The relay refuses the same hostile bodies with an OpenAI-shaped 400, not a 500."""
+    token = "pgr-bad-input-relay-token-0123456789"
+    client = await operator(create_app(make_settings(relay_token=token)))
+    response = await client.post(
+        "/relay/v1/chat/completions",
+        data=data,
+        headers=AS_JSON | {"Authorization": f"Bearer {token}"},
+    )
+    body = await response.json()
+    assert response.status == 400, body
+    assert "not valid JSON" in body["error"]["message"]

@@ -148,8 +148,11 @@ async def test_a_gateway_starts_and_serves_with_an_unusable_change_file(
     settings = make_settings()
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / CHANGES_FILE).mkdir()
+    # One worker: each process warns once, and the count below is per process.
     gateway = spawn_gateway(
-        upstream=str(upstream.make_url("")).rstrip("/"), data_dir=settings.data_dir
+        upstream=str(upstream.make_url("")).rstrip("/"),
+        data_dir=settings.data_dir,
+        extra=("--workers", "1"),
     )
     await gateway.wait_healthy()
     async with aiohttp.ClientSession() as session:

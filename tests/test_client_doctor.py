@@ -1,4 +1,5 @@
-"""`doctor` against running gateways: good chains pass, broken relay wiring is reported."""
+"""`doctor` against running gateways: good chains pass, broken relay wiring is reported, and
+each tool's knob is checked the way the tool would use it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 from gateway.cli import cli
-from gateway.clients.doctor import run_doctor
+from gateway.clients.doctorrun import run_doctor
 from gateway.clients.gatewayapi import GatewayAPI
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.binding import in_flight
+from tests.conftest import ADMIN_TOKEN
 from tests.fakes.providers import FakeOpenAI
 from tests.powermem_server import PowermemFactory
 
@@ -34,9 +36,13 @@ def url_of(server: TestServer) -> str:
 
 
 async def doctor(url: str, *args: str, **env: str) -> Result:
-    """Run `powermem-gateway doctor` in a thread against the in-process gateway."""
+    """Run `powermem-gateway doctor` in a thread against the in-process gateway, with the
+    admin token the test gateways have unless `env` says otherwise (an empty value: none)."""
     argv = ["doctor", "--gateway", url, *args]
-    return await asyncio.to_thread(CliRunner().invoke, cli, argv, env=env)
+    env = {"POWERMEM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN} | env
+    return await asyncio.to_thread(
+        CliRunner().invoke, cli, argv, env={k: v or None for k, v in env.items()}
+    )
 
 
 def line(output: str, step: str) -> str:
@@ -65,16 +71,13 @@ async def server(gateway_server: Any, make_settings: Callable[..., Settings]) ->
     return started
 
 
-async def register_codex(url: str, provider: FakeOpenAI, home: Path) -> str:
-    """Register through the API and save the id as `register --client codex` would."""
-    body = {"client": "codex", "provider": "openai", "model": "gpt-test", "api_key": KEY}
-    status, answer = await post(url + "/api/v1/instances", body | {"base_url": provider.url})
-    assert status == 201
-    instance_id: str = answer["data"]["instance_id"]
-    path = home / ".codex" / "powermem-instance.id"
-    path.parent.mkdir()
-    path.write_text(instance_id + "\n")
-    return instance_id
+async def register_codex(url: str, provider: FakeOpenAI, home: Path, **env: str) -> str:
+    """`register --client codex` against the gateway at `url`, with the fake as its provider."""
+    argv = ["register", "--client", "codex", "--provider", "openai", "--model", "gpt-test"]
+    argv += ["--base-url", provider.url, "--api-key-env", "K", "--gateway", url]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, argv, env={"K": KEY, **env})
+    assert result.exit_code == 0, result.output
+    return (home / ".codex" / "powermem-instance.id").read_text().strip()
 
 
 async def test_unreachable_gateway_is_broken_with_a_fix() -> None:
@@ -93,34 +96,37 @@ async def test_upstream_that_never_calls_the_relay_is_reported_broken(server: Te
     assert line(result.output, "gateway reachable").startswith("ok")
     assert line(result.output, "upstream healthy").startswith("ok")
     assert line(result.output, WIRING).startswith("FAIL")
+    assert "relay not reached" in line(result.output, WIRING)
     assert "powermem-gateway upstream-env" in result.output
-    assert line(result.output, "saved instance ids").startswith("WARN")
+    assert line(result.output, "coding tools").startswith("WARN")
 
 
-async def test_relay_calls_with_baggage_prove_the_wiring_when_the_probe_is_closed(
+async def test_without_the_admin_token_doctor_sees_health_only_and_says_so(
     gateway_server: Any,
     make_settings: Callable[..., Settings],
     provider: FakeOpenAI,
     clean_env: Path,
 ) -> None:
-    """Without the admin token the probe cannot run: relay calls with baggage are the proof."""
+    """A closed gateway shows a stranger its health only: the wiring is unknown, not guessed."""
     started: TestServer = await gateway_server(
         create_app(make_settings(relay_token=RELAY_TOKEN, admin_token="admin-secret-token"))
     )
     url = url_of(started)
-    instance_id = await register_codex(url, provider, clean_env)
+    instance_id = await register_codex(
+        url, provider, clean_env, POWERMEM_GATEWAY_ADMIN_TOKEN="admin-secret-token"
+    )
     status, _ = await post(
         url + "/relay/v1/chat/completions",
         {"model": "x", "messages": [{"role": "user", "content": "hi"}]},
         {"Authorization": f"Bearer {RELAY_TOKEN}", "baggage": in_flight(started.app, instance_id)},
     )
     assert status == 200
-    result = await doctor(url)
+    result = await doctor(url, POWERMEM_GATEWAY_ADMIN_TOKEN="")
     assert result.exit_code == 0, result.output
-    assert line(result.output, WIRING).startswith("ok")
-    assert "call(s) with baggage" in line(result.output, WIRING)
+    assert "details need the admin token" in line(result.output, "upstream healthy")
+    assert line(result.output, WIRING).startswith("WARN")
+    assert "POWERMEM_GATEWAY_ADMIN_TOKEN" in result.output
     assert instance_id in line(result.output, "codex id")
-    assert line(result.output, "codex provider").startswith("skip")
     assert "Verdict: good" in result.output
 
 
@@ -131,24 +137,28 @@ async def test_forgotten_saved_id_and_failing_provider_are_broken(
     url = url_of(server)
     await register_codex(url, provider, clean_env)
     stale = clean_env / ".powermem" / "instance.id"
-    stale.parent.mkdir()
+    stale.parent.mkdir(exist_ok=True)
     stale.write_text("pmem-0000000000000000\n")
     provider.fail(401, times=10)
-    api = GatewayAPI(url)
+    api = GatewayAPI(url, admin_token=ADMIN_TOKEN)
     async with api:
         verdicts = await run_doctor(
-            api, home=clean_env, probe_providers=True, relay_token=RELAY_TOKEN
+            api,
+            home=clean_env,
+            environ={},
+            env_file=clean_env / ".powermem" / ".env",
+            probe_providers=True,
         )
     by_step = {v.step: v for v in verdicts}
     assert by_step["claude-code id"].state == "fail"
     assert "register --client claude-code" in by_step["claude-code id"].fix
     assert by_step["codex id"].state == "ok"
     assert by_step["codex provider"].state == "fail"
-    assert "401" in by_step["codex provider"].detail
+    assert "provider refused (HTTP 401)" in by_step["codex provider"].detail
     assert KEY not in str(verdicts)
 
     provider.fail(401, times=0)
-    result = await doctor(url, "--probe-providers", POWERMEM_GATEWAY_RELAY_TOKEN=RELAY_TOKEN)
+    result = await doctor(url, "--probe-providers")
     assert line(result.output, "codex provider").startswith("ok")
     assert provider.calls_to("/chat/completions")[-1]["authorization"] == f"Bearer {KEY}"
 
@@ -158,7 +168,7 @@ async def test_admin_token_gateway_without_token_warns_instead_of_guessing(
 ) -> None:
     """The probe needs the admin token: without it the wiring is unknown, a warning."""
     server = await gateway_server(create_app(make_settings(admin_token="adm")))
-    result = await doctor(url_of(server))
+    result = await doctor(url_of(server), POWERMEM_GATEWAY_ADMIN_TOKEN="")
     assert line(result.output, WIRING).startswith("WARN")
     assert "unknown: no relay call seen yet" in result.output
     with_token = await doctor(url_of(server), POWERMEM_GATEWAY_ADMIN_TOKEN="adm")

@@ -1,4 +1,5 @@
-"""`register` / `unregister` against a running gateway: ids land where each tool looks."""
+"""`register` / `unregister` against a running gateway: ids land where each tool looks, and
+each tool's own knob gets its instance-scoped URL (see test_client_knobs.py for the files)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import cli
 from gateway.http.app import create_app
-from gateway.settings import Settings
+from gateway.settings import Settings, default_data_dir
+from gateway.tokens import read_admin_token
 from tests.binding import instance_of
 from tests.fakes.upstream import Recorder
 
@@ -34,7 +36,10 @@ Invoke = Callable[..., Any]
 
 @pytest.fixture
 async def server(gateway_server: Any, make_settings: Callable[..., Settings]) -> TestServer:
-    started: TestServer = await gateway_server(create_app(make_settings()))
+    """A gateway as `serve` starts it by default: no admin token configured, so it makes one
+    in its data dir (~/.powermem/gateway), where the CLI on the same machine finds it."""
+    settings = make_settings(admin_token=None, data_dir=default_data_dir())
+    started: TestServer = await gateway_server(create_app(settings))
     return started
 
 
@@ -56,6 +61,8 @@ def invoke(gateway_url: str) -> Invoke:
 
 
 async def instances(url: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The gateway's list, read with `token`, else with the admin token of ~/.powermem/gateway."""
+    token = token or read_admin_token(Settings())
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         aiohttp.ClientSession() as session,
@@ -255,7 +262,7 @@ CURSOR_MCP = """{
 async def test_cursor_mcp_json_is_merged_keeping_other_servers(
     invoke: Invoke, gateway_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The powermem entry gets url and header; everything else, 4-space indent included, stays."""
+    """Only the powermem entry's url changes (byte for byte elsewhere); unregister restores it."""
     project = tmp_path / "project"
     (project / ".cursor").mkdir(parents=True)
     path = project / ".cursor" / "mcp.json"
@@ -264,44 +271,35 @@ async def test_cursor_mcp_json_is_merged_keeping_other_servers(
     result = await invoke("register", "--client", "cursor", *flags(), TEST_KEY=KEY)
     assert result.exit_code == 0, result.output
     [instance] = await instances(gateway_url)
+    scoped = f"{gateway_url}/i/{instance['instance_id']}/mcp"
     text = path.read_text(encoding="utf-8")
-    data = json.loads(text)
-    original = json.loads(CURSOR_MCP)
-    assert data["mcpServers"]["github"] == original["mcpServers"]["github"]
-    assert data["otherSetting"] is True
-    assert data["mcpServers"]["powermem"] == {
-        "url": gateway_url + "/mcp",
-        "headers": {"X-Other": "kept", "X-PowerMem-Instance": instance["instance_id"]},
-    }
-    assert text.startswith('{\n    "mcpServers"') and text.endswith("}\n")
-    assert "ghp-ünïcode" in text
+    assert text == CURSOR_MCP.replace("http://old-host:8848/mcp", scoped)
+    assert json.loads(text)["mcpServers"]["powermem"]["headers"] == {"X-Other": "kept"}
     assert mode(path) == 0o600
+    assert f"mcpServers.powermem.url now points at {scoped}" in result.output
 
     result = await invoke("unregister", "--client", "cursor")
     assert result.exit_code == 0, result.output
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["mcpServers"]["powermem"]["headers"] == {"X-Other": "kept"}
-    assert data["mcpServers"]["github"] == original["mcpServers"]["github"]
+    assert path.read_text(encoding="utf-8") == CURSOR_MCP
+    assert "back to http://old-host:8848/mcp" in result.output
     assert await instances(gateway_url) == []
 
 
 async def test_cursor_global_creates_the_users_mcp_json(
     invoke: Invoke, gateway_url: str, clean_env: Path
 ) -> None:
-    """--global writes ~/.cursor/mcp.json, created with the powermem server alone."""
+    """--global writes ~/.cursor/mcp.json, created with the powermem server alone, no header."""
     result = await invoke("register", "--client", "cursor", "--global", *flags(), TEST_KEY=KEY)
     assert result.exit_code == 0, result.output
     [instance] = await instances(gateway_url)
     path = clean_env / ".cursor" / "mcp.json"
     assert json.loads(path.read_text()) == {
-        "mcpServers": {
-            "powermem": {
-                "url": gateway_url + "/mcp",
-                "headers": {"X-PowerMem-Instance": instance["instance_id"]},
-            }
-        }
+        "mcpServers": {"powermem": {"url": f"{gateway_url}/i/{instance['instance_id']}/mcp"}}
     }
     assert mode(path) == 0o600
+    result = await invoke("unregister", "--client", "cursor", "--global")
+    assert result.exit_code == 0, result.output
+    assert not path.exists()
 
 
 async def test_invalid_cursor_mcp_json_is_refused_and_left_untouched(
@@ -321,18 +319,13 @@ async def test_invalid_cursor_mcp_json_is_refused_and_left_untouched(
 async def test_any_other_mcp_client_gets_a_snippet_to_paste(
     invoke: Invoke, gateway_url: str
 ) -> None:
-    """--print-mcp-config prints the server entry (URL and header) as JSON on stdout."""
+    """--print-mcp-config prints the server entry, its scoped URL, as JSON on stdout."""
     args = ["register", "--client", "windsurf", *flags(), "--print-mcp-config"]
     result = await invoke(*args, TEST_KEY=KEY)
     assert result.exit_code == 0, result.output
     [instance] = await instances(gateway_url)
     assert json.loads(result.stdout) == {
-        "mcpServers": {
-            "powermem": {
-                "url": gateway_url + "/mcp",
-                "headers": {"X-PowerMem-Instance": instance["instance_id"]},
-            }
-        }
+        "mcpServers": {"powermem": {"url": f"{gateway_url}/i/{instance['instance_id']}/mcp"}}
     }
     unknown = await invoke("register", "--client", "windsurf", *flags(), TEST_KEY=KEY)
     assert unknown.exit_code == 2 and "--print-mcp-config" in unknown.output

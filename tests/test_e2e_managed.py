@@ -26,6 +26,7 @@ from gateway.http.app import create_app
 from gateway.http.appkeys import RELAY, UPSTREAM
 from gateway.proxy.managed import ManagedUpstream, free_port
 from gateway.settings import Settings
+from tests.conftest import needs_admin
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
 from tests.frontserver import GatewayTestServer
 from tests.powermem_server import EMBEDDING_DIMS, powermem_env
@@ -59,8 +60,13 @@ class Stack:
     async def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], Any]:
+        """One call; admin calls carry the token the gateway generated in its data dir."""
+        headers = dict(headers or {})
+        if needs_admin(method, path):
+            token = (self.data_dir / "admin.token").read_text().strip()
+            headers.setdefault("Authorization", f"Bearer {token}")
         async with self.session.request(
-            method, self.url + path, json=body, headers=headers or {}
+            method, self.url + path, json=body, headers=headers
         ) as response:
             text = await response.text()
             return response.status, dict(response.headers), json.loads(text) if text else None

@@ -20,7 +20,7 @@ from gateway.http.app import create_app
 from gateway.http.appkeys import REGISTRY
 from gateway.settings import Settings
 from tests.binding import in_flight, instance_of
-from tests.conftest import SpawnGateway
+from tests.conftest import OperatorFactory, SpawnGateway
 from tests.fakes.providers import FakeOpenAI
 from tests.frontserver import GatewayTestServer
 
@@ -71,10 +71,10 @@ async def stream_then(request: web.Request, first: bytes, then: str) -> web.Stre
 
 @pytest.fixture
 async def relay_client(
-    aiohttp_client: Any, make_settings: Callable[..., Settings]
+    operator: OperatorFactory, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Client]:
     settings = make_settings(relay_token=RELAY_TOKEN, provider_timeout=0.4, provider_retries=0)
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     yield client
 
 
@@ -318,7 +318,7 @@ async def test_registration_on_a_full_or_read_only_store_is_503_and_writes_nothi
     assert refused is not None, "the registry never filled up"
     body, status, answer = refused
     assert status == 503
-    assert answer["error"]["code"] == "STORAGE_UNAVAILABLE"
+    assert answer["error"]["code"] == "SYSTEM_STORAGE_ERROR"
     assert ("full" if fault == "disk full" else "read-only") in answer["error"]["message"]
     assert body["api_key"] not in json.dumps(answer)
 

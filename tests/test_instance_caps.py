@@ -57,7 +57,7 @@ async def test_registrations_over_the_hourly_cap_get_429_and_create_nothing(
     response = await client.post("/api/v1/instances", json=body)
     answer = await response.json()
     assert response.status == 429
-    assert answer["success"] is False and answer["error"]["code"] == "RATE_LIMITED"
+    assert answer["success"] is False and answer["error"]["code"] == "RATE_LIMIT_EXCEEDED"
     assert "admin token" in answer["error"]["message"]
     assert int(response.headers["Retry-After"]) > 60
     assert body["api_key"] not in json.dumps(answer)
@@ -79,7 +79,7 @@ async def test_implicit_registrations_over_the_cap_are_not_forwarded(
         assert (await client.get("/api/v1/memories", headers=llm_headers(n))).status == 200
     response = await client.get("/api/v1/memories", headers=llm_headers(3))
     assert response.status == 429
-    assert (await response.json())["error"]["code"] == "RATE_LIMITED"
+    assert (await response.json())["error"]["code"] == "RATE_LIMIT_EXCEEDED"
     assert len(recorder.requests) == 3
     # Known configurations keep working at the cap.
     assert (await client.get("/api/v1/memories", headers=llm_headers(1))).status == 200

@@ -24,7 +24,7 @@ from gateway.instances.yamlfile import (
 )
 from gateway.settings import Settings
 from tests.binding import instance_of
-from tests.frontserver import GatewayTestServer
+from tests.conftest import OperatorFactory
 
 ENV_KEY = "sk-ant-from-env-0123456789abcdef"
 FILE_KEY = "sk-file-0123456789abcdef"
@@ -298,13 +298,11 @@ async def test_strict_types_and_unknown_fields_are_refused_per_entry(tmp_path: P
 
 async def test_api_refuses_to_change_file_instances(
     instances_file: Path,
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     make_settings: Callable[..., Settings],
 ) -> None:
     """PUT and DELETE on a file instance answer 409 and point at the file."""
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        GatewayTestServer(create_app(make_settings()))
-    )
+    client: TestClient[web.Request, web.Application] = await operator(create_app(make_settings()))
     put = await client.put("/api/v1/instances/pmem-cursor", json={"model": "gpt-4.1"})
     delete = await client.delete("/api/v1/instances/pmem-cursor")
     for response in (put, delete):

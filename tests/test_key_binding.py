@@ -24,8 +24,8 @@ from gateway.instances.sqlite_store import DB_FILE
 from gateway.observe.audit import AUDIT_FILE
 from gateway.settings import Settings
 from tests.binding import in_flight
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeOpenAI
-from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 SECRET = "master secret the attacker does not have"
@@ -95,14 +95,14 @@ async def register(client: Client, base_url: str) -> str:
     ],
 )
 async def test_a_row_edited_on_disk_never_sends_its_key_anywhere(
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     settings: Settings,
     victim: FakeOpenAI,
     attacker: FakeOpenAI,
     edit: dict[str, str],
 ) -> None:
     """After a base_url/provider edit in the SQLite file the instance is refused, audited once."""
-    first: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    first: Client = await operator(create_app(settings))
     instance_id = await register(first, victim.url)
     assert (await relay(first, instance_id))[0] == 200
     assert victim.calls[-1]["authorization"] == f"Bearer {KEY}"
@@ -111,9 +111,7 @@ async def test_a_row_edited_on_disk_never_sends_its_key_anywhere(
     edit_row(
         settings, instance_id, **{k: v.replace("ATTACKER", attacker.url) for k, v in edit.items()}
     )
-    second: Client = await aiohttp_client(
-        GatewayTestServer(create_app(settings))
-    )  # a gateway started after
+    second: Client = await operator(create_app(settings))  # a gateway started after
     for _ in range(3):
         status, body = await relay(second, instance_id)
         assert status == 409
@@ -154,14 +152,14 @@ async def test_a_ciphertext_copied_from_another_row_does_not_open(
     ],
 )
 async def test_moving_an_instance_needs_its_key_in_the_same_request(
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     settings: Settings,
     victim: FakeOpenAI,
     attacker: FakeOpenAI,
     change: dict[str, str],
 ) -> None:
     """A PUT of provider or base_url without api_key is a 400 that changes nothing."""
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     instance_id = await register(client, victim.url)
     body = {k: v.replace("ATTACKER", attacker.url) for k, v in change.items()}
     response = await client.put(f"/api/v1/instances/{instance_id}", json=body)
@@ -178,12 +176,12 @@ async def test_moving_an_instance_needs_its_key_in_the_same_request(
 
 
 async def test_an_unchanged_base_url_spelt_differently_needs_no_key(
-    aiohttp_client: Any, settings: Settings, victim: FakeOpenAI
+    operator: OperatorFactory, settings: Settings, victim: FakeOpenAI
 ) -> None:
     """Sending the same base URL again (trailing slash) with a new model is not a move."""
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     instance_id = await register(client, victim.url)
-    body = {"base_url": victim.url + "/", "provider": "OpenAI", "model": "gpt-4.1"}
+    body = {"base_url": victim.url + "/", "provider": "openai", "model": "gpt-4.1"}
     response = await client.put(f"/api/v1/instances/{instance_id}", json=body)
     assert response.status == 200
     assert (await relay(client, instance_id))[0] == 200
@@ -191,10 +189,10 @@ async def test_an_unchanged_base_url_spelt_differently_needs_no_key(
 
 
 async def test_a_move_with_its_key_sends_only_that_key_to_the_new_place(
-    aiohttp_client: Any, settings: Settings, victim: FakeOpenAI, attacker: FakeOpenAI
+    operator: OperatorFactory, settings: Settings, victim: FakeOpenAI, attacker: FakeOpenAI
 ) -> None:
     """With api_key in the PUT the instance moves, and the new place gets only the new key."""
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     instance_id = await register(client, victim.url)
     body = {"base_url": attacker.url, "api_key": NEW_KEY}
     assert (await client.put(f"/api/v1/instances/{instance_id}", json=body)).status == 200

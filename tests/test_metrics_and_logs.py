@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,8 +17,8 @@ from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
 from tests.binding import in_flight
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic
-from tests.frontserver import GatewayTestServer
 
 Client = TestClient[web.Request, web.Application]
 KEY = "sk-ant-metrics-0123456789abcdef"
@@ -78,14 +77,12 @@ async def test_metrics_count_requests_by_route_class_and_status(gateway: Client)
 
 
 async def test_relay_metrics_are_labelled_by_instance_and_client_never_by_key(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], tmp_path: Path
+    operator: OperatorFactory, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     """Calls, errors and tokens per instance id and client label; the key is nowhere."""
     async with FakeAnthropic() as fake:
-        client: Client = await aiohttp_client(
-            GatewayTestServer(
-                create_app(make_settings(relay_token=RELAY_TOKEN, env_file=tmp_path / "none.env"))
-            )
+        client: Client = await operator(
+            create_app(make_settings(relay_token=RELAY_TOKEN, env_file=tmp_path / "none.env"))
         )
         registered = await client.post(
             "/api/v1/instances",

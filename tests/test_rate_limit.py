@@ -41,7 +41,7 @@ async def test_an_instance_over_its_limit_gets_429_and_nothing_is_forwarded(
     assert response.headers["X-PowerMem-Instance"]
     body = await response.json()
     assert body["success"] is False
-    assert body["error"]["code"] == "RATE_LIMITED"
+    assert body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
     assert len(recorder.requests) == 3
 
 

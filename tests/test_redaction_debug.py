@@ -275,15 +275,16 @@ async def scenario(
         await call("GET", "/gateway/status")
         await call("GET", "/metrics")
 
-        # doctor --probe-providers, with the echoing instance saved as codex's id.
+        # doctor --probe-providers, with the echoing instance registered as codex's (its id
+        # file and its knob, as `register --client codex` leaves them).
+        gateway = str(client.make_url("")).rstrip("/")
         saved = home / ".codex" / "powermem-instance.id"
         saved.parent.mkdir(parents=True)
         saved.write_text(echo_id + "\n")
-        argv = ["doctor", "--gateway", str(client.make_url("")).rstrip("/"), "--probe-providers"]
-        env = {
-            "POWERMEM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "POWERMEM_GATEWAY_RELAY_TOKEN": RELAY_TOKEN,
-        }
+        knob = f'[mcp_servers.powermem]\nurl = "{gateway}/i/{echo_id}/mcp"\n'
+        (home / ".codex" / "config.toml").write_text(knob)
+        argv = ["doctor", "--gateway", gateway, "--probe-providers"]
+        env = {"POWERMEM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
         result = await asyncio.to_thread(CliRunner().invoke, cli, argv, env=env)
         assert "codex provider" in result.output, result.output
         seen.append(result.output.encode())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -22,7 +22,7 @@ from gateway.http.appkeys import REGISTRY
 from gateway.instances.model import InstanceConfig, InstanceRecord
 from gateway.instances.registry import Registry
 from gateway.settings import Settings
-from tests.frontserver import GatewayTestServer
+from tests.conftest import OperatorFactory
 
 Client = TestClient[web.Request, web.Application]
 YAML = """instances:
@@ -137,12 +137,15 @@ async def test_page_sizes_are_clamped(registry: Registry) -> None:
 
 
 async def test_llm_failures_show_in_the_instance_with_a_day_of_hourly_buckets(
-    aiohttp_client: Any, make_settings: Callable[..., Settings]
+    operator: OperatorFactory, make_settings: Callable[..., Settings]
 ) -> None:
     """`llm_failed` → llm_errors, last_llm_error and the hour's bucket in GET /instances/{id}."""
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(make_settings())))
+    client: Client = await operator(create_app(make_settings()))
     registry = client.server.app[REGISTRY]
-    with freeze_time("2026-11-24 12:30:00") as clock:
+    # Frozen near the real time: the flush's thread prunes old hours by the real clock
+    # (freezegun leaves threads alone), so a fixed date fails a day later.
+    base = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
+    with freeze_time(base) as clock:
         record, _ = await registry.resolve(config(1), implicit=True)
         registry.count(record.instance_id, relay_calls=3, requests=3)
         registry.llm_failed(
@@ -161,11 +164,20 @@ async def test_llm_failures_show_in_the_instance_with_a_day_of_hourly_buckets(
         "\n" not in usage["last_llm_error"]["reason"]
         and "\r" not in usage["last_llm_error"]["reason"]
     )
-    assert usage["last_llm_error"]["at"].startswith("2026-11-24T13:30")
+    later = base + timedelta(hours=1)
+    assert usage["last_llm_error"]["at"].startswith(later.strftime("%Y-%m-%dT%H:30"))
     hours = usage["last_24h"]
     assert len(hours) == 24
-    assert hours[-1] == {"hour": "2026-11-24T13:00:00Z", "llm_calls": 1, "llm_errors": 1}
-    assert hours[-2] == {"hour": "2026-11-24T12:00:00Z", "llm_calls": 3, "llm_errors": 1}
+    assert hours[-1] == {
+        "hour": later.strftime("%Y-%m-%dT%H:00:00Z"),
+        "llm_calls": 1,
+        "llm_errors": 1,
+    }
+    assert hours[-2] == {
+        "hour": base.strftime("%Y-%m-%dT%H:00:00Z"),
+        "llm_calls": 3,
+        "llm_errors": 1,
+    }
     assert "sk-list-00001-abcdefgh" not in json.dumps(shown)
 
 

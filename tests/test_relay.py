@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.binding import in_flight
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
-from tests.frontserver import GatewayTestServer
 
 RELAY_TOKEN = "pgr-test-relay-token-0123456789"
 DEFAULT_KEY = "sk-default-key-0000111122223333"
@@ -47,7 +47,7 @@ async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
 
 @pytest.fixture
 async def relay_gateway(
-    aiohttp_client: Any,
+    operator: OperatorFactory,
     make_settings: Callable[..., Settings],
     default_fake: FakeOpenAI,
     tmp_path: Path,
@@ -62,7 +62,7 @@ async def relay_gateway(
     settings = make_settings(
         env_file=env_file, relay_token=RELAY_TOKEN, provider_retries=2, provider_timeout=0.5
     )
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     return client
 
 

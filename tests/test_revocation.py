@@ -49,6 +49,8 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
     a, b = spawn_workers(2, upstream=upstream_url, data_dir=data_dir)
     await a.wait_healthy()
     await b.wait_healthy()
+    # Both processes made or found one admin token in their shared data dir.
+    admin = {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
     async with aiohttp.ClientSession() as session:
         body = {
             "provider": "openai",
@@ -74,12 +76,16 @@ async def test_put_and_delete_through_one_process_apply_at_once_in_another(
         assert provider.calls[-1]["authorization"] == f"Bearer {KEYS[0]}"
         for n in range(1, len(KEYS)):
             put = {"api_key": KEYS[n], "model": f"model-{n}"}
-            async with session.put(f"{a.url}/api/v1/instances/{instance_id}", json=put) as r:
+            async with session.put(
+                f"{a.url}/api/v1/instances/{instance_id}", json=put, headers=admin
+            ) as r:
                 assert r.status == 200
             assert await call_b() == 200
             assert provider.calls[-1]["authorization"] == f"Bearer {KEYS[n]}"
             assert provider.calls[-1]["json"]["model"] == f"model-{n}"
-        async with session.delete(f"{a.url}/api/v1/instances/{instance_id}") as response:
+        async with session.delete(
+            f"{a.url}/api/v1/instances/{instance_id}", headers=admin
+        ) as response:
             assert response.status == 200
         calls = len(provider.calls)
         assert await call_b() == 404

@@ -21,6 +21,7 @@ from gateway.relay.client import ProviderPool
 from gateway.relay.target import Target
 from gateway.settings import Settings
 from tests.binding import in_flight
+from tests.conftest import OperatorFactory
 from tests.fakes.providers import FakeOpenAI
 from tests.fakes.upstream import Recorder
 from tests.frontserver import GatewayTestServer
@@ -283,13 +284,16 @@ def _env_file(tmp_path: Path, default: FakeOpenAI) -> Path:
 
 @pytest.fixture
 async def public_gateway(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], tmp_path: Path, fake: FakeOpenAI
+    operator: OperatorFactory,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    fake: FakeOpenAI,
 ) -> Client:
     """A gateway configured as listening on all interfaces (private base URLs refused)."""
     settings = make_settings(
         host=ALL_INTERFACES, relay_token=RELAY_TOKEN, env_file=_env_file(tmp_path, fake)
     )
-    client: Client = await aiohttp_client(GatewayTestServer(create_app(settings)))
+    client: Client = await operator(create_app(settings))
     return client
 
 

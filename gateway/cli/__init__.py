@@ -14,7 +14,8 @@ from gateway.cli.instances import instances
 from gateway.cli.secret import secret
 from gateway.cli.serve import serve
 from gateway.cli.upstream_env import upstream_env
-from gateway.clients.cli import doctor, register, unregister
+from gateway.clients.cli import register, unregister
+from gateway.clients.doctorcli import doctor
 
 __all__ = ["cli", "main"]
 

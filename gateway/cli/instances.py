@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.cli.common import load_settings, run, storage_options
+from gateway.instances.paging import MAX_LIMIT
 from gateway.settings import Settings
 
 __all__ = ["instances"]
@@ -32,42 +33,23 @@ async def _with_registry(settings: Settings, action: Callable[[Any], Coroutine[A
         await registry.close()
 
 
-def _page(
-    rows: list[dict[str, Any]],
-    limit: int,
-    cursor: str | None,
-    client: str | None,
-    provider: str | None,
-) -> tuple[list[dict[str, Any]], int, str | None]:
-    """One page in id order after `cursor`: (rows, total matching, next cursor or None).
-
-    The registry lists everything at once today; paging here keeps the terminal and scripts
-    usable at 50 000 instances until the registry pages in SQL (issue 11.8).
-    """
-    matching = sorted(
-        (
-            r
-            for r in rows
-            if (client is None or r["client"] == client)
-            and (provider is None or r["provider"] == provider)
-        ),
-        key=lambda r: str(r["instance_id"]),
+def _line(row: dict[str, Any]) -> str:
+    flag = " (instances.yaml)" if row["read_only"] else ""
+    return (
+        f"{row['instance_id']}  {row['client'] or '-':<12} {row['provider']:<10} "
+        f"{row['model']:<28} key {row['api_key'] or '-'}{flag}"
     )
-    after = [r for r in matching if cursor is None or str(r["instance_id"]) > cursor]
-    page = after[:limit]
-    more = len(after) > limit
-    return page, len(matching), str(page[-1]["instance_id"]) if more and page else None
 
 
 @instances.command("list")
 @storage_options
-@click.option("--limit", type=click.IntRange(1, 10_000), default=PAGE, show_default=True)
-@click.option("--cursor", help="Start after this instance id (printed at the end of a page).")
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=PAGE, show_default=True)
+@click.option("--cursor", help="Where the previous page ended (printed at its end).")
 @click.option("--all", "everything", is_flag=True, help="Every page, one after the other.")
 @click.option("--client", help="Only instances of this client label.")
 @click.option("--provider", help="Only instances of this provider.")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON: {instances, total, next_cursor}."
+    "--json", "as_json", is_flag=True, help="Print the instances as one JSON array (masked)."
 )
 def instances_list(
     limit: int,
@@ -78,37 +60,44 @@ def instances_list(
     as_json: bool,
     **values: Any,
 ) -> None:
-    """List instances, a page at a time (ordered by id)."""
+    """List instances, a page at a time (instances.yaml first, then by creation).
 
-    async def action(registry: Any) -> list[dict[str, Any]]:
+    Pages come from the registry's own paging (SQL), so a listing never holds every instance
+    in memory; --all streams page after page. What follows a page (its count and the command
+    for the next one) goes to stderr, so stdout stays the rows for scripts.
+    """
+
+    async def action(registry: Any) -> None:
         for problem in registry.file_problems:  # bad entries are skipped, never hidden
             click.echo(f"warning: instances.yaml: {problem}", err=True)
-        return [r.public() for r in await registry.list()]
-
-    rows = run(_with_registry(load_settings(**values), action))
-    while True:
-        page, total, next_cursor = _page(rows, limit, cursor, client, provider)
+        total = await registry.total(client=client, provider=provider)
+        after, shown = cursor, 0
         if as_json:
-            click.echo(json.dumps(page, indent=2))
+            click.echo("[", nl=False)
+        while True:
+            page = await registry.page(limit, after, client=client, provider=provider)
+            for record in page.items:
+                row = record.public()
+                if as_json:
+                    click.echo(("," if shown else "") + "\n" + json.dumps(row, indent=2), nl=False)
+                else:
+                    click.echo(_line(row))
+                shown += 1
+            after = page.next_cursor
+            if not (everything and after):
+                break
+        if as_json:
+            click.echo("\n]" if shown else "]")
         elif not total:
             click.echo("No instances registered.")
-        else:
-            for row in page:
-                flag = " (instances.yaml)" if row["read_only"] else ""
-                click.echo(
-                    f"{row['instance_id']}  {row['client'] or '-':<12} {row['provider']:<10} "
-                    f"{row['model']:<28} key {row['api_key'] or '-'}{flag}"
-                )
-        if next_cursor and not everything:
-            # On stderr: stdout stays the rows (a JSON array with --json) for scripts.
+        if after:
             click.echo(
-                f"-- {len(page)} of {total}; next page: powermem-gateway instances list "
-                f"--cursor {next_cursor} (or --all)",
+                f"-- {shown} of {total}; next page: powermem-gateway instances list "
+                f"--cursor {after} (or --all)",
                 err=True,
             )
-        if not (everything and next_cursor):
-            return
-        cursor = next_cursor
+
+    run(_with_registry(load_settings(**values), action))
 
 
 @instances.command("show")

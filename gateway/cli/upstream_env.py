@@ -9,7 +9,7 @@ import click
 from gateway.cli.common import load_settings, storage_options
 from gateway.errors import InvalidConfig
 from gateway.proxy.upstream_env import read_env_file, render_env, upstream_environment
-from gateway.relay.token import load_relay_token
+from gateway.tokens import load_relay_token
 
 __all__ = ["upstream_env"]
 

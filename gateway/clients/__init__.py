@@ -1,11 +1,12 @@
-"""The client side: register coding tools, keep their ids where they look, check the chain.
+"""The client side: point each coding tool at its own instance, keep its id, check the chain.
 
 May import: gateway (top-level modules), observe, policy, instances, proxy, relay.
 """
 
 from __future__ import annotations
 
-from gateway.clients.doctor import Verdict, run_doctor
+from gateway.clients.doctor import Verdict
+from gateway.clients.doctorrun import run_doctor
 from gateway.clients.errors import (
     ClientSetupError,
     ConfigFileError,
@@ -14,11 +15,13 @@ from gateway.clients.errors import (
     MissingSetting,
 )
 from gateway.clients.gatewayapi import GatewayAPI, gateway_url
-from gateway.clients.locations import FILE_CLIENTS, location_for, mcp_snippet
-from gateway.clients.register import Outcome, register, unregister
+from gateway.clients.register import Outcome, Registered, register, unregister
+from gateway.clients.scoped import masked, parse_scoped, scoped_url
+from gateway.clients.tools import FILE_CLIENTS, KNOWN_CLIENTS, mcp_config, tool_for
 
 __all__ = [
     "FILE_CLIENTS",
+    "KNOWN_CLIENTS",
     "ClientSetupError",
     "ConfigFileError",
     "GatewayAPI",
@@ -26,11 +29,15 @@ __all__ = [
     "GatewayUnreachable",
     "MissingSetting",
     "Outcome",
+    "Registered",
     "Verdict",
     "gateway_url",
-    "location_for",
-    "mcp_snippet",
+    "masked",
+    "mcp_config",
+    "parse_scoped",
     "register",
     "run_doctor",
+    "scoped_url",
+    "tool_for",
     "unregister",
 ]

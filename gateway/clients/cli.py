@@ -1,9 +1,10 @@
-"""`powermem-gateway register | unregister | doctor`: the client side of the gateway.
+"""`powermem-gateway register | unregister`: the client side of the gateway.
 
 These commands talk to a running gateway over HTTP (`--gateway`, `POWERMEM_GATEWAY_URL`,
-default http://127.0.0.1:8848), with `POWERMEM_GATEWAY_ADMIN_TOKEN` as the admin token when
-the gateway needs one. A provider key is read from a variable or stdin, never from the command
-line, and only ever sent in the body of a register or update call.
+default http://127.0.0.1:8848), with the admin token of gateway.tokens when the
+gateway needs one. A provider key is read from a variable or stdin, never from the command
+line, and only ever sent in the body of a register or update call. An instance secret is
+written only into the tool's own config file; messages show it masked.
 """
 
 from __future__ import annotations
@@ -19,29 +20,23 @@ from typing import Any, TypeVar
 import click
 
 from gateway.clients.defaults import Found, defaults_for
-from gateway.clients.doctor import Verdict, render, run_doctor
 from gateway.clients.errors import ClientSetupError, MissingSetting
 from gateway.clients.gatewayapi import GatewayAPI, gateway_url
-from gateway.clients.locations import (
-    FILE_CLIENTS,
-    MCP_SERVER_NAME,
-    CursorMcpJson,
-    location_for,
-    mcp_snippet,
-)
-from gateway.clients.register import checked_fields
+from gateway.clients.knobs import Records, overriding_base_url
+from gateway.clients.register import Registered, checked_fields
 from gateway.clients.register import register as register_instance
 from gateway.clients.register import unregister as unregister_instance
+from gateway.clients.scoped import MCP_SUFFIX, masked
+from gateway.clients.tools import KNOWN_CLIENTS, Tool, mcp_config, tool_for
 from gateway.instances.model import mask_key
 from gateway.providers import PROVIDERS, provider_names
-from gateway.relay.token import RELAY_TOKEN_FILE
-from gateway.settings import default_data_dir
+from gateway.settings import Settings
+from gateway.tokens import TokenError, read_admin_token
 
-__all__ = ["doctor", "register", "unregister"]
+__all__ = ["api_for", "gateway_option", "register", "run_client", "unregister"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-KNOWN_CLIENTS = (*FILE_CLIENTS, "cursor")
 _HINTS = {
     "claude-code": {
         "model": "or set ANTHROPIC_MODEL in the env block of ~/.claude/settings.json",
@@ -60,7 +55,7 @@ _HINTS = {
 }
 
 
-def _gateway_option(fn: F) -> F:
+def gateway_option(fn: F) -> F:
     return click.option(
         "--gateway",
         "gateway",
@@ -69,19 +64,25 @@ def _gateway_option(fn: F) -> F:
     )(fn)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def run_client(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except ClientSetupError as exc:
         raise click.ClickException(exc.message) from None
 
 
-def _api(gateway: str | None) -> GatewayAPI:
+def api_for(gateway: str | None, data_dir: str | None = None) -> GatewayAPI:
     try:
         url = gateway_url(gateway)
-    except ClientSetupError as exc:
+        # The gateway is closed by default: on its own machine the CLI finds the admin token
+        # where the gateway keeps it (or where POWERMEM_GATEWAY_ADMIN_TOKEN[_FILE] says).
+        settings = Settings.from_env()
+        if data_dir:
+            settings = settings.model_copy(update={"data_dir": Path(data_dir).expanduser()})
+        token = read_admin_token(settings)
+    except (ClientSetupError, TokenError) as exc:
         raise click.ClickException(exc.message) from None
-    return GatewayAPI(url, admin_token=os.environ.get("POWERMEM_GATEWAY_ADMIN_TOKEN") or None)
+    return GatewayAPI(url, admin_token=token)
 
 
 def _api_key(api_key_env: str | None, api_key_stdin: bool, found: Found) -> str:
@@ -165,13 +166,17 @@ def _settings(
     is_flag=True,
     help="Cursor: write ~/.cursor/mcp.json instead of the project's .cursor/mcp.json.",
 )
-@click.option("--print-mcp-config", is_flag=True, help="Print the MCP server entry to paste.")
+@click.option(
+    "--print-mcp-config",
+    is_flag=True,
+    help="Print the MCP server entry to paste (it holds the instance secret on a shared gateway).",
+)
 @click.option(
     "--force",
     is_flag=True,
     help="Allow an update that drops the stored key (a switch to a keyless provider).",
 )
-@_gateway_option
+@gateway_option
 def register(
     client: str,
     gateway: str | None,
@@ -180,12 +185,14 @@ def register(
     force: bool,
     **flags: str | None,
 ) -> None:
-    """Register a coding tool with the gateway and save its instance id where it looks.
+    """Register a coding tool and point it at its own instance-scoped URL.
 
     Without flags, provider, model, base URL and key come from the tool's own settings
     (Claude Code's ~/.claude/settings.json, Codex's ~/.codex/config.toml, OpenCode's
-    opencode.json). Running it again with the same settings changes nothing; with a new key
-    it updates the same instance.
+    opencode.json). Then the setting the tool really reads gets the scoped URL: Claude Code's
+    POWERMEM_BASE_URL in powermem's runtime.env, Cursor's and Codex's and OpenCode's MCP
+    server entry; the id goes to the tool's id file as well. Running it again with the same
+    settings changes nothing; with a new key it updates the same instance.
     """
     client = client.strip()
     if client not in KNOWN_CLIENTS and not print_mcp_config:
@@ -194,41 +201,65 @@ def register(
             "--print-mcp-config to get the MCP server entry to paste into its config."
         )
     say = _echo(print_mcp_config)
-    api = _api(gateway)
+    api = api_for(gateway)
+    home = Path.home()
     try:
         fields, found = _settings(client, flags, os.environ)
+        tool = tool_for(client, home=home, environ=os.environ, cursor_global=cursor_global)
     except ClientSetupError as exc:
         raise click.ClickException(exc.message) from None
-    location = location_for(client, home=Path.home(), gateway=api.url, cursor_global=cursor_global)
 
-    async def action() -> Any:
+    async def action() -> Registered:
         async with api:
-            return await register_instance(api, fields, location, force=force)
+            return await register_instance(api, fields, tool, Records(home), force=force)
 
-    outcome = _run(action())
+    done = run_client(action())
     for warning in found.warnings:
         say(f"note: {warning}")
     for name, where in sorted(found.where.items()):
         say(f"{name.replace('_', ' ')}: from {where}")
+    _report(say, client, fields, done, tool)
+    if print_mcp_config:
+        click.echo(json.dumps(mcp_config(done.base + MCP_SUFFIX), indent=2))
+
+
+def _report(
+    say: Callable[[str], None],
+    client: str,
+    fields: dict[str, str],
+    done: Registered,
+    tool: Tool | None,
+) -> None:
+    outcome = done.outcome
     what = f"{fields['provider']} / {fields['model']}, key {mask_key(fields['api_key']) or '-'}"
     iid = outcome.instance_id
     say(
         {
             "registered": f"Registered {client} as {iid} ({what}).",
-            "unchanged": f"{client} is already registered as {iid} ({what}); nothing changed.",
+            "unchanged": f"{client} is already registered as {iid} ({what})"
+            + ("." if done.knob_changed else "; nothing changed."),
             "updated": f"Updated {iid} for {client} ({what}); the id stays the same.",
             "replaced": f"{client} now uses {iid} ({what}).",
         }[outcome.action]
     )
-    if outcome.note:
-        say(f"note: {outcome.note}.")
-    if isinstance(location, CursorMcpJson):
-        say(f"{location.path}: mcpServers.{MCP_SERVER_NAME} sends X-PowerMem-Instance: {iid}")
-    elif location is not None:
-        say(f"Saved to {location.path} (mode 0600).")
-    if print_mcp_config:
-        snippet = {"mcpServers": {MCP_SERVER_NAME: mcp_snippet(api.url, iid)}}
-        click.echo(json.dumps(snippet, indent=2))
+    for note in ([outcome.note] if outcome.note else []) + done.notes:
+        say(f"note: {note}.")
+    if tool is None:
+        return
+    if tool.id_file is not None:
+        say(f"Saved the id to {tool.id_file.path} (mode 0600).")
+    if tool.knob is not None:
+        knob = tool.knob
+        url = masked(knob.url_for(done.base))
+        verb = "now points at" if done.knob_changed else "already points at"
+        say(f"{knob.file.path}: {knob.file.setting} {verb} {url}")
+    if client == "claude-code" and (override := overriding_base_url(Path.home(), os.environ)):
+        where, value = override
+        say(
+            f"warning: POWERMEM_BASE_URL={masked(value)} is also set in {where}; powermem's "
+            "hook launcher prefers it over runtime.env, so remove it there (or set it to the "
+            "URL above)."
+        )
 
 
 def _echo(to_stderr: bool) -> Callable[[str], None]:
@@ -241,66 +272,26 @@ def _echo(to_stderr: bool) -> Callable[[str], None]:
 @click.command()
 @click.option("--client", required=True, help=f"One of {', '.join(KNOWN_CLIENTS)}.")
 @click.option("--global", "cursor_global", is_flag=True, help="Cursor: use ~/.cursor/mcp.json.")
-@_gateway_option
+@gateway_option
 def unregister(client: str, cursor_global: bool, gateway: str | None) -> None:
-    """Delete a tool's instance from the gateway and remove its saved id."""
-    api = _api(gateway)
-    location = location_for(client, home=Path.home(), gateway=api.url, cursor_global=cursor_global)
-    if location is None:
+    """Delete a tool's instance, put its knob back as it was and remove its saved id."""
+    api = api_for(gateway)
+    home = Path.home()
+    tool = tool_for(client, home=home, environ=os.environ, cursor_global=cursor_global)
+    if tool is None:
         raise click.UsageError(
             f"{client!r} has no saved id here (known: {', '.join(KNOWN_CLIENTS)}); remove its "
             "instance with `powermem-gateway instances remove ID`."
         )
 
-    async def action() -> str | None:
+    async def action() -> tuple[str | None, list[str]]:
         async with api:
-            return await unregister_instance(api, location)
+            return await unregister_instance(api, tool, Records(home))
 
-    removed = _run(action())
+    removed, done = run_client(action())
     if removed is None:
-        click.echo(f"No instance id saved for {client} in {location.path}; nothing to do.")
-    else:
-        click.echo(f"Deleted {removed} and removed it from {location.path}.")
-
-
-def _relay_token(data_dir: str | None) -> str | None:
-    if token := os.environ.get("POWERMEM_GATEWAY_RELAY_TOKEN"):
-        return token
-    folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    try:
-        return (folder / RELAY_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-@click.command()
-@_gateway_option
-@click.option(
-    "--probe-providers",
-    is_flag=True,
-    help="Make a one-token LLM call through the relay for each saved instance.",
-)
-@click.option(
-    "--data-dir",
-    envvar="POWERMEM_GATEWAY_DATA_DIR",
-    help="The gateway's data dir, for its relay token (--probe-providers). "
-    "[default: ~/.powermem/gateway]",
-)
-def doctor(gateway: str | None, probe_providers: bool, data_dir: str | None) -> None:
-    """Check the chain: gateway, upstream, relay wiring, saved ids, providers."""
-    api = _api(gateway)
-
-    async def action() -> list[Verdict]:
-        async with api:
-            return await run_doctor(
-                api,
-                home=Path.home(),
-                probe_providers=probe_providers,
-                relay_token=_relay_token(data_dir) if probe_providers else None,
-            )
-
-    verdicts = _run(action())
-    click.echo(f"powermem-gateway doctor: {api.url}")
-    click.echo(render(verdicts))
-    if any(v.state == "fail" for v in verdicts):
-        click.get_current_context().exit(1)
+        click.echo(f"No instance saved for {client} here; nothing to do.")
+        return
+    click.echo(f"Deleted {removed}.")
+    for line in done:
+        click.echo(line + ".")

@@ -1,25 +1,29 @@
-"""`powermem-gateway doctor`: check the chain step by step, each with a verdict and a fix.
+"""`powermem-gateway doctor`: each step of the chain with a verdict, its real cause and the fix.
 
-Every check is a plain function of what was observed (the gateway's answers), so it can be
-read and tested on its own; `run_doctor` gathers those observations from a running gateway.
+Every check here is a plain function of what was observed, so it can be read and tested on
+its own; `gateway.clients.doctorrun` gathers the observations from a running gateway. A FAIL
+names its cause in words a user can act on: no `.env`, storage not initialised,
+instrumentation missing, relay not reached, provider refused, a tool's knob not set or not
+answering. No verdict ever shows a key or an instance secret.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.clients.errors import ClientSetupError, GatewayRefused
-from gateway.clients.gatewayapi import GatewayAPI
-from gateway.clients.locations import IdLocation, saved_locations
+from gateway.proxy.envcheck import EnvProblem
 
 __all__ = [
     "Verdict",
+    "as_json",
+    "env_verdict",
     "gateway_verdict",
     "provider_verdict",
+    "ready_verdict",
     "render",
-    "run_doctor",
     "saved_id_verdict",
     "upstream_verdict",
     "wiring_verdict",
@@ -31,6 +35,12 @@ UPSTREAM_ENV_FIX = (
     "`powermem-gateway upstream-env`, as `opentelemetry-instrument powermem-server` "
     "(or let `powermem-gateway serve` run it, without --upstream)"
 )
+INSTRUMENTATION_FIX = (
+    "run powermem as `opentelemetry-instrument powermem-server` with the OTEL_* settings "
+    "`powermem-gateway upstream-env` prints (propagators tracecontext,baggage), or let "
+    "`powermem-gateway serve` run it"
+)
+WIRING = "upstream LLM wired to the relay"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,28 @@ def gateway_verdict(url: str, health: dict[str, Any] | None, error: str = "") ->
     return Verdict("gateway reachable", "ok", f"{url} (version {health.get('version', '?')})")
 
 
+def env_verdict(path: Path, problems: list[EnvProblem]) -> Verdict:
+    """The cause behind a managed powermem that does not work: what its `.env` lacks."""
+    fatal = [p for p in problems if p.fatal] or problems
+    first = fatal[0]
+    cause = "no .env" if not path.is_file() else "storage not initialised"
+    more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+    return Verdict("powermem's .env", "fail", f"{cause}: {first.problem}{more}", first.fix)
+
+
 def upstream_verdict(status: dict[str, Any]) -> Verdict:
+    if "upstream" not in status:
+        # The gateway shows the upstream's details to the admin token holder only.
+        if status.get("healthy"):
+            return Verdict(
+                "upstream healthy", "ok", "powermem answers (details need the admin token)"
+            )
+        return Verdict(
+            "upstream healthy",
+            "fail",
+            "the gateway reports powermem unhealthy (details need the admin token)",
+            "run doctor where the gateway's data dir is, or set POWERMEM_GATEWAY_ADMIN_TOKEN",
+        )
     upstream = status.get("upstream") or {}
     mode = upstream.get("mode", "?")
     where = upstream.get("url") or "no URL yet"
@@ -67,27 +98,71 @@ def upstream_verdict(status: dict[str, Any]) -> Verdict:
     return Verdict("upstream healthy", "fail", f"{mode} powermem at {where}: {why}", fix)
 
 
+def ready_verdict(ready: bool, reason: str, upstream_status: int | None) -> Verdict:
+    """`/gateway/ready`: a memory call through to powermem, with its API key if auth is on."""
+    step = "memory service ready"
+    if ready:
+        return Verdict(step, "ok", "a memory listing through the gateway answered 200")
+    if upstream_status in (401, 403):
+        return Verdict(
+            step,
+            "fail",
+            f"powermem's API-key auth refused the gateway: {reason}",
+            "put powermem's key in POWERMEM_SERVER_API_KEYS of the .env the gateway reads",
+        )
+    if upstream_status is None:
+        return Verdict(
+            step, "fail", f"powermem not answering: {reason}", "see the upstream step above"
+        )
+    return Verdict(
+        step,
+        "fail",
+        f"storage not initialised: {reason}",
+        "check DATABASE_PROVIDER and EMBEDDING_PROVIDER in powermem's .env (`powermem-gateway "
+        "init` writes a working SQLite setup), then see powermem's log",
+    )
+
+
 def wiring_verdict(
-    status: dict[str, Any], probe: dict[str, Any] | None, probe_error: str = ""
+    status: dict[str, Any],
+    probe: dict[str, Any] | None,
+    probe_error: str = "",
+    *,
+    unproxied_rose: bool = False,
 ) -> Verdict:
     """Proven by the probe's answer, else by relay calls that carried an instance.
 
     The probe comes first because it is definitive: the relay's counters also count calls
-    that did not come from powermem (such as doctor's own --probe-providers calls).
-    `probe` is None when no probe ran (no endpoint, or no admin token); `probe_error` says why.
+    that did not come from powermem. `probe` is None when no probe ran (no endpoint, or no
+    admin token); `probe_error` says why. `unproxied_rose`: a relay call without the
+    gateway's baggage arrived while the probe ran (powermem reached it, uninstrumented).
     """
-    step = "upstream LLM wired to the relay"
     if probe is not None:
+        detail = str(probe.get("detail") or "")
         if probe.get("wired"):
-            return Verdict(step, "ok", str(probe.get("detail") or "the probe reached the relay"))
-        return Verdict(step, "fail", str(probe.get("detail") or "not wired"), UPSTREAM_ENV_FIX)
+            return Verdict(WIRING, "ok", detail or "the probe reached the relay")
+        if unproxied_rose:
+            return Verdict(
+                WIRING, "fail", f"instrumentation missing: {detail}", INSTRUMENTATION_FIX
+            )
+        upstream_status = probe.get("upstream_status")
+        if isinstance(upstream_status, int) and upstream_status >= 400:
+            return Verdict(
+                WIRING,
+                "fail",
+                f"powermem refused the probe's memory add ({upstream_status}): {detail}",
+                "fix the memory service first (see the step above and powermem's log)",
+            )
+        return Verdict(WIRING, "fail", f"relay not reached: {detail}", UPSTREAM_ENV_FIX)
     relay = status.get("relay") or {}
     calls = int(relay.get("instance_calls") or 0)
     if calls > 0:
         last = relay.get("last_instance_call_at") or "?"
-        return Verdict(step, "ok", f"the relay has seen {calls} call(s) with baggage (last {last})")
+        return Verdict(
+            WIRING, "ok", f"the relay has seen {calls} call(s) with baggage (last {last})"
+        )
     return Verdict(
-        step,
+        WIRING,
         "warn",
         "unknown: no relay call seen yet" + (f" ({probe_error})" if probe_error else ""),
         "add a memory through the gateway with an X-PowerMem-Instance header, then run "
@@ -99,6 +174,7 @@ def saved_id_verdict(
     label: str, path: Path, instance_id: str | None, known: bool, instance: dict[str, Any] | None
 ) -> Verdict:
     step = f"{label} id"
+    client = label.split()[0]
     if instance_id is None:
         return Verdict(step, "fail", f"{path} cannot be read", "fix or remove that file")
     if not known:
@@ -106,7 +182,7 @@ def saved_id_verdict(
             step,
             "fail",
             f"{instance_id} (in {path}) is not registered on this gateway",
-            f"run `powermem-gateway register --client {label.split()[0]}`",
+            f"run `powermem-gateway register --client {client}`",
         )
     what = f" ({instance['provider']} / {instance['model']})" if instance else ""
     return Verdict(step, "ok", f"{instance_id}{what} in {path}")
@@ -120,105 +196,16 @@ def provider_verdict(label: str, result: tuple[int, str] | None, reason: str = "
         )
     status, detail = result
     if status < 400:
-        return Verdict(step, "ok", "a one-token call through the relay answered")
+        return Verdict(step, "ok", "a one-token call to its provider answered")
+    # The gateway answers 502/504 itself when the provider cannot be reached at all.
+    cause = "provider not reached" if status in (502, 504) else "provider refused"
     return Verdict(
         step,
         "fail",
-        f"HTTP {status}: {detail}",
+        f"{cause} (HTTP {status}): {detail}",
         f"check the key, model and base URL, then `powermem-gateway register --client "
         f"{label.split()[0]}` again",
     )
-
-
-async def _wiring(api: GatewayAPI, status: dict[str, Any]) -> Verdict:
-    try:
-        return wiring_verdict(status, await api.probe())
-    except GatewayRefused as exc:
-        return wiring_verdict(status, None, exc.message)
-    except ClientSetupError as exc:
-        return wiring_verdict(status, None, exc.message)
-
-
-async def _saved(
-    api: GatewayAPI,
-    label: str,
-    location: IdLocation,
-    *,
-    probe_providers: bool,
-    relay_token: str | None,
-) -> list[Verdict]:
-    try:
-        instance_id = location.read()
-    except ClientSetupError:
-        return [saved_id_verdict(label, location.path, None, False, None)]
-    assert instance_id is not None
-    instance: dict[str, Any] | None = None
-    try:
-        instance, known = await api.show(instance_id), True
-    except GatewayRefused as exc:
-        if exc.status == 401:
-            known = await api.is_known(instance_id)
-        elif exc.status in (400, 404):
-            known = False
-        else:
-            raise
-    verdicts = [saved_id_verdict(label, location.path, instance_id, known, instance)]
-    if not known:
-        return verdicts
-    if not probe_providers:
-        verdicts.append(provider_verdict(label, None))
-    elif not relay_token:
-        verdicts.append(
-            provider_verdict(
-                label,
-                None,
-                "not checked: the relay token is not readable here (run doctor where the "
-                "gateway runs, or set POWERMEM_GATEWAY_RELAY_TOKEN)",
-            )
-        )
-    else:
-        verdicts.append(provider_verdict(label, await api.provider_check(instance_id)))
-    return verdicts
-
-
-async def run_doctor(
-    api: GatewayAPI,
-    *,
-    home: Path,
-    cwd: Path | None = None,
-    probe_providers: bool = False,
-    relay_token: str | None = None,
-) -> list[Verdict]:
-    """Every verdict, in the order of the chain; stops early when the gateway is unreachable."""
-    try:
-        health = await api.health()
-    except ClientSetupError as exc:
-        return [gateway_verdict(api.url, None, exc.message)]
-    verdicts = [gateway_verdict(api.url, health)]
-    status = await api.status()
-    upstream = upstream_verdict(status)
-    verdicts.append(upstream)
-    if upstream.state == "ok":
-        verdicts.append(await _wiring(api, status))
-    else:
-        verdicts.append(
-            Verdict("upstream LLM wired to the relay", "skip", "needs a healthy upstream first")
-        )
-    found = saved_locations(home=home, gateway=api.url, cwd=cwd)
-    if not found:
-        verdicts.append(
-            Verdict(
-                "saved instance ids",
-                "warn",
-                "no coding tool has an id saved yet",
-                "run `powermem-gateway register --client NAME`",
-            )
-        )
-    for label, location in found:
-        verdicts += await _saved(
-            api, label, location, probe_providers=probe_providers, relay_token=relay_token
-        )
-    return verdicts
 
 
 _MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
@@ -239,3 +226,9 @@ def render(verdicts: list[Verdict]) -> str:
     else:
         lines.append("Verdict: good" + (f" ({warned} warning(s))." if warned else "."))
     return "\n".join(lines)
+
+
+def as_json(url: str, verdicts: list[Verdict]) -> str:
+    """The same report for scripts: `{gateway, ok, checks: [{step, state, detail, fix}]}`."""
+    ok = not any(v.state == "fail" for v in verdicts)
+    return json.dumps({"gateway": url, "ok": ok, "checks": [asdict(v) for v in verdicts]}, indent=2)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from gateway.clients.errors import GatewayRefused, GatewayUnreachable
 
-__all__ = ["DEFAULT_GATEWAY_URL", "GatewayAPI", "gateway_url", "instance_fields"]
+__all__ = ["DEFAULT_GATEWAY_URL", "GatewayAPI", "ScopedCheck", "gateway_url", "instance_fields"]
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8848"
 INSTANCE_HEADER = "X-PowerMem-Instance"
@@ -25,6 +26,16 @@ INSTANCE_HEADER = "X-PowerMem-Instance"
 BOUND_CHECK_PATH = "/api/v1/system/health"
 TIMEOUT = 30.0
 PROBE_TIMEOUT = 75.0
+
+
+@dataclass(frozen=True)
+class ScopedCheck:
+    """What a scoped URL answered: `bound` (the gateway took it), `secret` (the instance needs
+    its secret, or this one is wrong), `unknown` (no such instance); `status` as answered."""
+
+    state: Literal["bound", "secret", "unknown"]
+    status: int
+    message: str = ""
 
 
 def gateway_url(value: str | None) -> str:
@@ -82,8 +93,12 @@ class GatewayAPI:
         admin: bool = False,
         headers: dict[str, str] | None = None,
         seconds: float = TIMEOUT,
+        url: bool = False,
     ) -> tuple[int, Any]:
-        """(status, parsed JSON); connection trouble and non-JSON answers raise."""
+        """(status, parsed JSON); connection trouble and non-JSON answers raise.
+
+        `path` is a full URL when `url` is true (a scoped URL that names a secret: never put
+        into a message)."""
         assert self._session is not None, "use GatewayAPI as an async context manager"
         sent = dict(headers or {})
         if admin and self._admin_token:
@@ -91,7 +106,7 @@ class GatewayAPI:
         try:
             async with self._session.request(
                 method,
-                self.url + path,
+                path if url else self.url + path,
                 json=body,
                 headers=sent,
                 allow_redirects=False,
@@ -107,6 +122,8 @@ class GatewayAPI:
         try:
             return status, json.loads(raw) if raw else None
         except ValueError:
+            if url:
+                return status, None  # powermem's own answer through a scoped URL
             raise GatewayUnreachable(
                 f"{self.url}{path} answered HTTP {status} with something that is not JSON: "
                 "is that URL a powermem-gateway?"
@@ -122,7 +139,10 @@ class GatewayAPI:
         else:
             message, code, details = f"HTTP {status}", "HTTP_ERROR", {}
         if status == 401:
-            message += " Set POWERMEM_GATEWAY_ADMIN_TOKEN to the gateway's admin token."
+            message += (
+                " Run this where the gateway's data dir is, or set POWERMEM_GATEWAY_ADMIN_TOKEN"
+                " (or …_ADMIN_TOKEN_FILE) to the gateway's admin token."
+            )
         return GatewayRefused(message, status=status, code=code, details=details)
 
     async def _data(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -138,7 +158,13 @@ class GatewayAPI:
         return data
 
     async def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = await self._data("GET", "/gateway/status")
+        """Status with details when our admin token is right, else the public part."""
+        try:
+            data: dict[str, Any] = await self._data("GET", "/gateway/status", admin=True)
+        except GatewayRefused as exc:
+            if exc.status != 401 or not self._admin_token:
+                raise
+            data = await self._data("GET", "/gateway/status")
         return data
 
     async def probe(self) -> dict[str, Any] | None:
@@ -182,6 +208,51 @@ class GatewayAPI:
             code = (payload.get("error") or {}).get("code")
             return code not in ("INSTANCE_NOT_FOUND", "INVALID_HEADER")
         return True
+
+    async def ready(self) -> tuple[bool, str, int | None]:
+        """`/gateway/ready`: (ready, why not, what powermem answered the gateway's memory call).
+
+        The gateway asks with powermem's API key when powermem's own auth is on."""
+        status, payload = await self._call("GET", "/gateway/ready", seconds=PROBE_TIMEOUT)
+        if status == 200:
+            return True, "", 200
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(error, dict):
+            return False, f"/gateway/ready answered HTTP {status}", None
+        details = error.get("details")
+        upstream = details.get("upstream_status") if isinstance(details, dict) else None
+        message = str(error.get("message") or f"HTTP {status}")
+        return False, message, upstream if isinstance(upstream, int) else None
+
+    async def scoped(self, base: str) -> ScopedCheck:
+        """Ask `<base>/api/v1/system/health` the way a tool holding only that URL would."""
+        status, payload = await self._call("GET", base.rstrip("/") + BOUND_CHECK_PATH, url=True)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        message = str(error.get("message") or "") if isinstance(error, dict) else ""
+        if code == "INSTANCE_SECRET_REQUIRED":
+            return ScopedCheck("secret", status, message)
+        if code in ("INSTANCE_NOT_FOUND", "INVALID_HEADER") or (status == 404 and not code):
+            return ScopedCheck("unknown", status, message)
+        return ScopedCheck("bound", status, message)
+
+    async def rotate_secret(self, instance_id: str) -> str:
+        """A new instance secret (admin; the old one stops working). Shown by the gateway once."""
+        status, payload = await self._call(
+            "POST", f"/api/v1/instances/{instance_id}/secret", admin=True
+        )
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if status < 400 and isinstance(data, dict) and isinstance(data.get("secret"), str):
+            return str(data["secret"])
+        if status in (404, 405):
+            raise GatewayRefused(
+                f"This gateway needs an instance secret with {instance_id}, and it shows a "
+                "secret only when an instance is first registered; it cannot issue a new one "
+                "(no secret rotation route: update the gateway).",
+                status=status,
+                code="SECRET_UNAVAILABLE",
+            )
+        raise self._refused(status, payload)
 
     async def provider_check(self, instance_id: str) -> tuple[int, str]:
         """A one-token call to the instance's provider, made by the gateway: (status, detail).

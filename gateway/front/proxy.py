@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
@@ -32,6 +33,7 @@ from gateway.http.appkeys import (
 from gateway.proxy.baggage import baggage_header
 from gateway.proxy.binding import Binding, bind, powermem_headers
 from gateway.proxy.ledger import Entry, Ledger
+from gateway.proxy.mcp import SESSION_HEADER, McpSessions, is_mcp
 from gateway.wire.heads import HOP_BY_HOP, Header, connection_tokens, find
 
 __all__ = ["InFlightFull", "PowermemProxy", "TooManyStreams"]
@@ -67,6 +69,16 @@ class TooManyStreams(GatewayError):
     code = "RATE_LIMIT_EXCEEDED"
 
 
+@dataclass(slots=True)
+class _Taken:
+    """The ledger entry a request uses: its own (`owned`), or its MCP session's."""
+
+    entry: Entry | None
+    owned: bool
+    # The entry's failed LLM calls before this request, so only its own are reported.
+    failures: int = 0
+
+
 class PowermemProxy:
     def __init__(self, app: web.Application) -> None:
         self.app = app
@@ -76,6 +88,7 @@ class PowermemProxy:
         self.pools = app[UPSTREAM_POOLS]
         self.metrics = app[METRICS]
         self.limits = self.registry.limits
+        self.sessions = McpSessions(self.ledger)
         self._streams: dict[str, int] = {}
 
     async def handle(self, ex: Exchange, route: Route) -> None:
@@ -119,15 +132,20 @@ class PowermemProxy:
         stream = _is_stream(route, ex)
         if stream:
             self._take_stream(ex.peer)
-        entry = self.ledger.issue(instance_id)
+        session = find(ex.headers, SESSION_HEADER) if is_mcp(route.path) else None
+        entry = self.sessions.entry_for(session, instance_id) if session else None
+        taken = _Taken(entry, owned=entry is None)
+        if taken.owned:
+            taken.entry = self.ledger.issue(instance_id)
         try:
-            if entry is None:
+            if taken.entry is None:
                 raise InFlightFull(
                     "Too many requests are in flight at once; retry shortly.",
                     headers={"Retry-After": "1"},
                 )
-            headers = _upstream_headers(ex, baggage_header(instance_id, entry.nonce))
-            rewrite = partial(self._rewrite, binding, entry, route, ex)
+            taken.failures = self.ledger.outcome(taken.entry).failures
+            headers = _upstream_headers(ex, baggage_header(instance_id, taken.entry.nonce))
+            rewrite = partial(self._rewrite, binding, taken, route, ex)
             result = await forward(
                 ex,
                 self.pools.get(url, stream=stream),
@@ -136,31 +154,39 @@ class PowermemProxy:
                 rewrite=rewrite,
                 timeout=self.settings.upstream_timeout,
             )
+            if session is not None and ex.method == b"DELETE" and result.status < 400:
+                self.sessions.end(session)
             return result.status
         finally:
-            if entry is not None:
-                self.ledger.release(entry)
+            if taken.entry is not None and taken.owned:
+                self.ledger.release(taken.entry)
             if stream:
                 self._give_stream(ex.peer)
 
     def _rewrite(
         self,
         binding: Binding | None,
-        entry: Entry,
+        taken: _Taken,
         route: Route,
         ex: Exchange,
         status: int,
         headers: list[Header],
     ) -> list[Header]:
         """The response head on its way to the client (runs once, when it arrives)."""
+        assert taken.entry is not None
+        if taken.owned and status < 400 and is_mcp(route.path):
+            opened = find(headers, SESSION_HEADER)
+            instance_id = binding.record.instance_id if binding is not None else None
+            if opened is not None and self.sessions.adopt(opened, taken.entry, instance_id):
+                taken.owned = False  # the session keeps it (see gateway.proxy.mcp)
         if route.prefix:
             headers = [_rescope(h, route.prefix, find(ex.headers, b"host")) for h in headers]
         if binding is None:
             return headers
         record = binding.record
         headers += [(k.encode(), v.encode()) for k, v in binding.response_headers().items()]
-        outcome = self.ledger.outcome(entry)
-        if outcome.failures:
+        outcome = self.ledger.outcome(taken.entry)
+        if outcome.failures > taken.failures:  # this request's own calls, not the session's
             value = f"{outcome.status} {outcome.reason}"
             headers.append((b"X-PowerMem-LLM-Error", value.encode()))
         self.registry.count(record.instance_id, requests=1, errors=int(status >= 500))
@@ -194,8 +220,7 @@ def _route_key(method: bytes, path: str) -> str:
 
 def _is_stream(route: Route, ex: Exchange) -> bool:
     """MCP (streamable HTTP) and anything asking for an event stream may stay open for long."""
-    path = route.path.lower()
-    if path == "/mcp" or path.startswith("/mcp/"):
+    if is_mcp(route.path):
         return True
     accept = find(ex.headers, b"accept")
     return accept is not None and b"text/event-stream" in accept

@@ -45,6 +45,7 @@ from gateway.relay.anthropic import (
     stream_usage_requested,
     to_anthropic_request,
 )
+from gateway.relay.body import parse_chat_request
 from gateway.relay.client import ProviderAnswer
 from gateway.relay.relay import Relay
 from gateway.relay.scrub import StreamScrubber, scrub
@@ -218,29 +219,15 @@ class RelayEndpoint:
 
 
 async def _body(ex: Exchange) -> dict[str, Any]:
+    """The chat request, read whole (bounded) and checked against its declared shape
+    (`gateway.relay.body`, which the OpenAPI document is generated from)."""
     try:
         raw = await ex.body.read(MAX_BODY)
     except BodyTooLarge:
         raise InvalidBody(f"Request body is larger than {MAX_BODY} bytes.") from None
     except BodyBroken:
         raise InvalidBody("The request body did not arrive whole.") from None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidBody("Request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidBody("Request body must be a JSON object.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidBody("'messages' must be a non-empty list of chat messages.")
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidBody(f"messages[{position}] must be an object with a 'role'.")
-    # Streaming is decided here, so a truthy non-boolean must not reach a provider that streams.
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidBody("'stream' must be true or false.")
-    return body
+    return parse_chat_request(raw)
 
 
 def _probe_answer(body: dict[str, Any]) -> dict[str, Any]:

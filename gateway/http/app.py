@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.http.access import access_middleware
 from gateway.http.appkeys import (
+    ADMIN,
     LEDGER,
     METRICS,
     REGISTRY,
@@ -23,12 +24,14 @@ from gateway.http.appkeys import (
     UPSTREAM_SESSION,
 )
 from gateway.http.envelope import error_middleware
+from gateway.http.gate import AdminGate
 from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
 from gateway.http.openapi import routes as openapi_routes
 from gateway.http.peer import peer_middleware
 from gateway.http.ready import READINESS, Readiness
 from gateway.http.ready import routes as ready_routes
+from gateway.http.status import UPSTREAM_HEALTH, UpstreamHealth
 from gateway.http.status import routes as status_routes
 from gateway.instances.registry import Registry
 from gateway.observe.logs import remember_secret
@@ -45,9 +48,9 @@ from gateway.proxy.upstream_env import (
 )
 from gateway.relay.client import ProviderPool
 from gateway.relay.relay import Relay
-from gateway.relay.token import load_relay_token
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from gateway.tokens import load_admin_token, load_relay_token
 
 __all__ = ["create_app"]
 
@@ -176,17 +179,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         handler_args={"max_field_size": 32768},
     )
     app[SETTINGS] = settings
+    # Closed by default: with no token configured, one is generated into the data dir.
+    app[ADMIN] = AdminGate(load_admin_token(settings))
     app[RUNTIME] = runtime or Runtime()
     app[READINESS] = Readiness()
     # Whatever shape these have, no log line will show them (see gateway.observe.logs).
     for secret in (
-        settings.admin_token,
+        app[ADMIN].token,
         settings.secret,
         settings.relay_token,
         *settings.previous_secrets,
     ):
         remember_secret(secret)
     app[METRICS] = Metrics()
+    app[UPSTREAM_HEALTH] = UpstreamHealth()
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)
     app.cleanup_ctx.append(_upstream_ctx)

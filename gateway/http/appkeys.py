@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from gateway.http.gate import AdminGate
 from gateway.instances.registry import Registry
 from gateway.observe.metrics import Metrics
 from gateway.proxy.ledger import Ledger
@@ -15,6 +16,7 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 
 __all__ = [
+    "ADMIN",
     "CLIENT_LABEL",
     "INSTANCE_ID",
     "LEDGER",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+ADMIN = web.AppKey("admin", AdminGate)
 # Which worker of how many, and the run dir they share (gateway.runtime).
 RUNTIME = web.AppKey("runtime", Runtime)
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")

@@ -1,39 +1,38 @@
-"""Bearer-token checks, in constant time, and the admin gate of the management routes."""
+"""The admin check of the management routes: 401 (audited) or 429 while backing off."""
 
 from __future__ import annotations
-
-import hmac
 
 from aiohttp import web
 
 from gateway.errors import AdminAuthRequired
-from gateway.http.appkeys import REGISTRY, SETTINGS
+from gateway.http.appkeys import ADMIN, REGISTRY
+from gateway.http.gate import AdminGate, bearer_matches
 from gateway.instances.model import INSTANCE_ID_RE
 
-__all__ = ["bearer_matches", "require_admin"]
+__all__ = ["AdminGate", "admin_presented", "bearer_matches", "require_admin"]
+
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="powermem-gateway"'}
 
 
-def bearer_matches(authorization: str | None, token: str) -> bool:
-    """Whether an `Authorization: Bearer …` header carries exactly `token`."""
-    scheme, _, value = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.strip().encode(), token.encode()
-    )
+def admin_presented(request: web.Request) -> bool:
+    """Whether the caller sent an `Authorization` header at all."""
+    return "Authorization" in request.headers
 
 
 def require_admin(request: web.Request) -> None:
-    token = request.app[SETTINGS].admin_token
-    if not token:
+    """Let the call through with the right admin token; 401 (audited) or 429 otherwise."""
+    authorization = request.headers.get("Authorization")
+    if request.app[ADMIN].verify(authorization, request.remote):
         return
-    if not bearer_matches(request.headers.get("Authorization"), token):
+    if authorization:  # a wrong token is a guess worth a line in the audit trail
         instance_id = request.match_info.get("instance_id")
         request.app[REGISTRY].audit.record(
             "admin_auth_failed",
             instance_id=instance_id if instance_id and INSTANCE_ID_RE.match(instance_id) else None,
             source=request.remote or "",
         )
-        raise AdminAuthRequired(
-            "This call needs the admin token: send 'Authorization: Bearer <token>' "
-            "(POWERMEM_GATEWAY_ADMIN_TOKEN).",
-            headers={"WWW-Authenticate": 'Bearer realm="powermem-gateway"'},
-        )
+    raise AdminAuthRequired(
+        "This call needs the admin token: send 'Authorization: Bearer <token>' (the gateway "
+        "keeps it in admin.token in its data dir unless POWERMEM_GATEWAY_ADMIN_TOKEN sets it).",
+        headers=WWW_AUTHENTICATE,
+    )

@@ -1,19 +1,29 @@
-"""Reading a JSON object body with a size cap, the one way every gateway endpoint does it."""
+"""Reading a request body with a size cap, the one way every gateway endpoint does it.
+
+The cap is applied before anything is parsed; parsing and checking is the declared shape's
+job (`InstanceConfig.validate_body`, `parse_update`, `gateway.relay.body.parse_chat_request`),
+in one pass of pydantic's JSON parser, which refuses integers beyond 4 300 digits and nesting
+beyond a few hundred levels as invalid JSON (a 400), where `json.loads` would raise.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
-from gateway.errors import InvalidBody
+from gateway.errors import InvalidBody, UnsupportedMediaType
 
-__all__ = ["read_json_object"]
+__all__ = ["read_body", "require_json"]
 
 
-async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or `InvalidBody` saying what is wrong (never quoting it)."""
+def require_json(request: web.Request) -> None:
+    """Management writes come as `application/json`: a browser cannot send that across
+    origins without a preflight, where `text/plain` and forms go without asking."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the body as JSON with 'Content-Type: application/json'.")
+
+
+async def read_body(request: web.Request, max_bytes: int) -> str:
+    """The whole body as text, or `InvalidBody` when it is too large or not UTF-8."""
     too_big = InvalidBody(f"Request body is larger than {max_bytes} bytes.")
     if request.content_length is not None and request.content_length > max_bytes:
         raise too_big
@@ -24,14 +34,6 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
         if len(raw) > max_bytes:
             raise too_big
     try:
-        body = json.loads(raw.decode("utf-8"))
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidBody("Request body is not UTF-8 text.") from None
-    except json.JSONDecodeError as exc:
-        # Only the position: the parser's message may quote the body, which may hold a key.
-        raise InvalidBody(
-            f"Request body is not valid JSON (line {exc.lineno}, column {exc.colno})."
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidBody("Request body must be a JSON object.")
-    return body

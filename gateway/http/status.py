@@ -1,8 +1,17 @@
-"""`/gateway/health` and `/gateway/status`: is the gateway up, and is the chain wired?"""
+"""`/gateway/health`, `/gateway/status` and `/gateway/probe`: is the gateway up, is the chain wired?
+
+`/gateway/status` is cheap whatever the load: the instance count is one SQL count off the
+event loop, and powermem's health is asked at most once per `HEALTH_TTL` however many callers
+ask meanwhile (a flood of status calls must not become a flood on powermem, which answers
+one request at a time). Without the admin token it shows only the version and whether the
+chain is healthy: the upstream's address and the relay's activity are for the operator.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -10,16 +19,18 @@ from aiohttp import web
 from gateway import __version__
 from gateway.errors import GatewayError, InvalidConfig, ProviderError
 from gateway.http.appkeys import LEDGER, REGISTRY, RELAY, SETTINGS, UPSTREAM, UPSTREAM_SESSION
-from gateway.http.auth import require_admin
+from gateway.http.auth import admin_presented, require_admin
 from gateway.http.envelope import ok
+from gateway.http.shapes import Health, ProbeResult, ProviderProbe, Status
 from gateway.instances.model import INSTANCE_ID_RE
 from gateway.proxy.baggage import baggage_header
 from gateway.relay.anthropic import to_anthropic_request
 
-__all__ = ["UPSTREAM_HEALTH_PATH", "routes"]
+__all__ = ["HEALTH_TTL", "UPSTREAM_HEALTH", "UPSTREAM_HEALTH_PATH", "UpstreamHealth", "routes"]
 
 PROBE_TIMEOUT = 30.0
 PROBE_USER = "powermem-gateway-probe"
+HEALTH_TTL = 1.0
 
 routes = web.RouteTableDef()
 UPSTREAM_HEALTH_PATH = "/api/v1/system/health"
@@ -28,43 +39,76 @@ UPSTREAM_HEALTH_PATH = "/api/v1/system/health"
 @routes.get("/gateway/health")
 async def health(request: web.Request) -> web.Response:
     """The gateway itself answers (what container health checks ask)."""
-    return ok({"status": "ok", "version": __version__})
+    return ok(Health(status="ok", version=__version__))
 
 
-async def _upstream_health(request: web.Request) -> dict[str, object]:
-    upstream = request.app[UPSTREAM]
-    report: dict[str, object] = {
-        "mode": "external" if request.app[SETTINGS].upstream else "managed",
-        "restarts": getattr(upstream, "restarts", 0),
-    }
-    try:
-        url = upstream.url
-    except GatewayError as exc:
-        return report | {"healthy": False, "error": exc.message}
-    report["url"] = url
-    try:
-        async with (
-            asyncio.timeout(5),
-            request.app[UPSTREAM_SESSION].get(url + UPSTREAM_HEALTH_PATH) as response,
-        ):
-            report["healthy"] = response.status == 200
-            report["status"] = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        report |= {"healthy": False, "error": type(exc).__name__}
-    return report
+class UpstreamHealth:
+    """powermem's health, asked at most once per `HEALTH_TTL` (callers meanwhile share it)."""
+
+    def __init__(self) -> None:
+        self._report: dict[str, Any] | None = None
+        self._at = 0.0
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+
+    async def get(self, app: web.Application) -> dict[str, Any]:
+        if self._report is not None and time.monotonic() - self._at < HEALTH_TTL:
+            return self._report
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._ask(app))
+            self._pending.add_done_callback(self._done)
+        return await asyncio.shield(self._pending)
+
+    def _done(self, pending: asyncio.Future[dict[str, Any]]) -> None:
+        self._pending = None
+        if not pending.cancelled() and pending.exception() is None:
+            self._report, self._at = pending.result(), time.monotonic()
+
+    @staticmethod
+    async def _ask(app: web.Application) -> dict[str, Any]:
+        upstream = app[UPSTREAM]
+        report: dict[str, Any] = {
+            "mode": "external" if app[SETTINGS].upstream else "managed",
+            "restarts": getattr(upstream, "restarts", 0),
+        }
+        try:
+            url = upstream.url
+        except GatewayError as exc:
+            return report | {"healthy": False, "error": exc.message}
+        report["url"] = url
+        try:
+            async with (
+                asyncio.timeout(5),
+                app[UPSTREAM_SESSION].get(url + UPSTREAM_HEALTH_PATH) as response,
+            ):
+                report["healthy"] = response.status == 200
+                report["status"] = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            report |= {"healthy": False, "error": type(exc).__name__}
+        return report
+
+
+UPSTREAM_HEALTH = web.AppKey("upstream_health", UpstreamHealth)
 
 
 @routes.get("/gateway/status")
 async def status(request: web.Request) -> web.Response:
-    """Upstream health, what the relay has seen, how many instances exist; never a key."""
-    relay = request.app[RELAY]
+    """Health for anyone; with the admin token also upstream, relay and instance count."""
+    admin = admin_presented(request)
+    if admin:
+        require_admin(request)
+    app = request.app
+    upstream = await app[UPSTREAM_HEALTH].get(app)
+    if not admin:
+        return ok(Status(version=__version__, healthy=bool(upstream.get("healthy"))))
+    relay = app[RELAY]
     stats = relay.stats
     return ok(
-        {
-            "version": __version__,
-            "upstream": await _upstream_health(request),
-            "relay": {
-                "url": request.app[SETTINGS].relay_url,
+        Status(
+            version=__version__,
+            healthy=bool(upstream.get("healthy")),
+            upstream=upstream,
+            relay={
+                "url": app[SETTINGS].relay_url,
                 "default_llm": relay.default_llm,
                 "calls": stats.calls,
                 "proxied_calls": stats.proxied_calls,
@@ -74,9 +118,9 @@ async def status(request: web.Request) -> web.Response:
                 "last_instance_call_at": stats.last_instance_call_at,
             },
             # Counted by SQL, not by loading every row (issue 12.2).
-            "instances": await request.app[REGISTRY].total(),
-            "instances_file_problems": request.app[REGISTRY].file_problems,
-        }
+            instances=await app[REGISTRY].total(),
+            instances_file_problems=app[REGISTRY].file_problems,
+        )
     )
 
 
@@ -133,7 +177,7 @@ async def probe(request: web.Request) -> web.Response:
             "pointed at the relay, or it runs without opentelemetry-instrument / baggage "
             "propagation (see `powermem-gateway upstream-env`)."
         )
-    return ok({"wired": wired, "detail": detail, "upstream_status": upstream_status})
+    return ok(ProbeResult(wired=wired, detail=detail, upstream_status=upstream_status))
 
 
 @routes.post("/gateway/probe/{instance_id}")
@@ -159,5 +203,5 @@ async def probe_provider(request: web.Request) -> web.Response:
         answer = await relay.pool.post(target, body)
         answer.release()
     except ProviderError as exc:
-        return ok({"ok": False, "status": exc.status, "detail": exc.message})
-    return ok({"ok": True, "status": answer.status, "detail": "the provider answered"})
+        return ok(ProviderProbe(ok=False, status=exc.status, detail=exc.message))
+    return ok(ProviderProbe(ok=True, status=answer.status, detail="the provider answered"))

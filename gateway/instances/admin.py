@@ -17,7 +17,7 @@ from gateway.instances.keyaccess import KeyOpener
 from gateway.instances.keystore import KeyStore
 from gateway.instances.model import InstanceConfig, InstanceRecord
 from gateway.instances.paging import Page
-from gateway.instances.rotation import RotationReport, rotate
+from gateway.instances.rotation import Progress, RotationReport, rotate
 from gateway.instances.store import Row
 from gateway.instances.usage import UsageBook
 from gateway.instances.writes import RowMaker
@@ -182,10 +182,14 @@ class RegistryAdmin:
 
     # -- master key rotation --------------------------------------------------------------
 
-    async def rotate_master_key(self, *, source: str = "cli") -> RotationReport:
-        """Re-encrypt every stored key under a new master key (see gateway.instances.rotation)."""
+    async def rotate_master_key(
+        self, *, source: str = "cli", progress: Progress | None = None
+    ) -> RotationReport:
+        """Re-encrypt every stored key under a new master key (see gateway.instances.rotation).
+
+        `progress(handled, total)` is called from the registry's worker thread."""
         data = self._data
-        report = await data.run(rotate, data.store, self.keys, data.changes)
+        report = await data.run(rotate, data.store, self.keys, data.changes, progress)
         self.audit.record(
             "rotate",
             source=source,

@@ -1,17 +1,36 @@
-"""What an instance is: its configuration, its canonical form, its id and its masked view."""
+"""What an instance is: its configuration, its canonical form, its id and its masked view.
+
+`InstanceConfig` is the one declaration of a configuration: the management API validates
+registration bodies with it (strict: strings only, no unknown fields), the OpenAPI document's
+`InstanceInput` schema is generated from it, and `InstanceConfig.parse` is the lenient entry
+for headers, instances.yaml and the CLI (blanks trimmed, provider in any case).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import InvalidConfig
-from gateway.providers import PROVIDERS, provider_names
+from gateway.instances.fields import (
+    CONFIG_FIELDS,
+    CONFIG_HINTS,
+    INSTANCE_ID_RE,
+    ApiKey,
+    BaseUrl,
+    ClientLabel,
+    ModelName,
+    ProviderName,
+)
+from gateway.instances.view import InstanceView, Usage
+from gateway.providers import PROVIDERS
+from gateway.validation import Hint, bad_request
 
 __all__ = [
     "INSTANCE_ID_RE",
@@ -22,54 +41,66 @@ __all__ = [
     "mask_key",
 ]
 
-# Derived ids are `pmem-` + 16 hex; ids written by hand in instances.yaml may be any short slug.
-INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MAX_MODEL_LEN = 256
-MAX_KEY_LEN = 4096
-MAX_URL_LEN = 2048
+
+def _cross_field_schema(schema: dict[str, Any]) -> None:
+    """What `_requirements` enforces, in JSON Schema: which providers need a key or a URL."""
+    keyed = sorted(n for n, spec in PROVIDERS.items() if not spec.keyless)
+    no_default = sorted(n for n, spec in PROVIDERS.items() if not spec.default_base_url)
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"provider": {"enum": keyed}}},
+            "then": {"required": ["api_key"], "properties": {"api_key": {"minLength": 1}}},
+        },
+        {
+            "if": {"properties": {"provider": {"enum": no_default}}},
+            "then": {"required": ["base_url"], "properties": {"base_url": {"minLength": 1}}},
+        },
+    ]
 
 
-def _check_base_url(base_url: str) -> str:
-    base_url = base_url.strip()
-    if not base_url:
-        return ""
-    if len(base_url) > MAX_URL_LEN:
-        raise InvalidConfig(f"base_url is longer than {MAX_URL_LEN} characters.")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidConfig(
-            "base_url must be an http:// or https:// URL with a host, "
-            "e.g. https://api.example.com/v1.",
-            details={"field": "base_url"},
-        )
-    if parts.username or parts.password:
-        raise InvalidConfig(
-            "base_url must not carry credentials; send the key as api_key.",
-            details={"field": "base_url"},
-        )
-    if parts.fragment:
-        raise InvalidConfig("base_url must not have a #fragment.", details={"field": "base_url"})
-    if parts.query:
-        # The relay appends /chat/completions (or /v1/messages) to the base URL, so a query
-        # could never work; and `?key=…` would put a credential where keys are not protected.
-        raise InvalidConfig(
-            "base_url must not have a ?query; send the key as api_key.",
-            details={"field": "base_url"},
-        )
-    # One canonical spelling, so `…/v1` and `…/v1/` are the same configuration.
-    return base_url.rstrip("/")
-
-
-@dataclass(frozen=True)
-class InstanceConfig:
+class InstanceConfig(BaseModel):
     """The part of an instance a client chooses. `api_key` is plaintext: handle with care."""
 
-    provider: str
-    model: str
-    api_key: str = field(repr=False)
-    base_url: str = ""
-    client: str = ""
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_extra=_cross_field_schema,
+    )
+    HINTS: ClassVar[dict[str, Hint]] = CONFIG_HINTS
+
+    provider: ProviderName
+    model: ModelName
+    api_key: ApiKey = ""
+    base_url: BaseUrl = ""
+    client: ClientLabel = ""
+
+    @model_validator(mode="after")
+    def _requirements(self) -> InstanceConfig:
+        spec = PROVIDERS[self.provider]
+        if not self.api_key and not spec.keyless:
+            raise PydanticCustomError(
+                "api_key_required",
+                "api_key is required for provider {provider} (only keyless local providers "
+                "such as ollama and vllm may omit it).",
+                {"field": "api_key", "provider": self.provider},
+            )
+        if not self.base_url and not spec.default_base_url:
+            raise PydanticCustomError(
+                "base_url_required",
+                "base_url is required for provider {provider} (it has no public endpoint).",
+                {"field": "base_url", "provider": self.provider},
+            )
+        return self
+
+    @classmethod
+    def validate_body(cls, raw: bytes | str) -> InstanceConfig:
+        """A registration body (JSON text) as a configuration; `InvalidConfig`/`InvalidBody`."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise bad_request(exc, InvalidConfig, allowed=CONFIG_FIELDS, hints=cls.HINTS) from None
 
     @classmethod
     def parse(
@@ -81,62 +112,28 @@ class InstanceConfig:
         base_url: object = "",
         client: object = "",
     ) -> InstanceConfig:
-        """Validate and normalise; raises `InvalidConfig` with a message naming the field."""
-        values = {
-            "provider": provider,
-            "model": model,
-            "api_key": api_key,
-            "base_url": base_url,
-            "client": client,
-        }
-        for name, value in values.items():
-            if value is None:
-                values[name] = ""
-            elif not isinstance(value, str):
-                raise InvalidConfig(f"{name} must be a string.", details={"field": name})
-        prov = str(values["provider"]).strip().lower()
-        if not prov:
-            raise InvalidConfig("provider is required.", details={"field": "provider"})
-        if prov not in PROVIDERS:
-            raise InvalidConfig(
-                f"unknown provider {prov[:40]!r}; use one of: {', '.join(provider_names())}.",
-                details={"field": "provider", "allowed": provider_names()},
+        """Validate and normalise; raises `InvalidConfig` with a message naming the field.
+
+        Lenient where people type by hand (headers, instances.yaml, the CLI): surrounding
+        blanks are trimmed, the provider may be in any case, None means empty.
+        """
+        values: dict[str, object] = {}
+        for name, value in (
+            ("provider", provider),
+            ("model", model),
+            ("api_key", api_key),
+            ("base_url", base_url),
+            ("client", client),
+        ):
+            values[name] = (
+                "" if value is None else value.strip() if isinstance(value, str) else value
             )
-        spec = PROVIDERS[prov]
-        mdl = str(values["model"]).strip()
-        if not mdl:
-            raise InvalidConfig("model is required.", details={"field": "model"})
-        if len(mdl) > MAX_MODEL_LEN or not mdl.isprintable():
-            raise InvalidConfig(
-                f"model must be printable and at most {MAX_MODEL_LEN} characters.",
-                details={"field": "model"},
-            )
-        key = str(values["api_key"]).strip()
-        if not key and not spec.keyless:
-            raise InvalidConfig(
-                f"api_key is required for provider {prov!r} "
-                "(only keyless local providers such as ollama and vllm may omit it).",
-                details={"field": "api_key"},
-            )
-        if len(key) > MAX_KEY_LEN or not key.isprintable():
-            raise InvalidConfig(
-                f"api_key must be printable and at most {MAX_KEY_LEN} characters.",
-                details={"field": "api_key"},
-            )
-        url = _check_base_url(str(values["base_url"]))
-        if not url and not spec.default_base_url:
-            raise InvalidConfig(
-                f"base_url is required for provider {prov!r} (it has no public endpoint).",
-                details={"field": "base_url"},
-            )
-        label = str(values["client"]).strip()
-        if label and not _CLIENT_RE.match(label):
-            raise InvalidConfig(
-                "client must be a short label of letters, digits, '.', '_' or '-' "
-                "(at most 64), e.g. claude-code.",
-                details={"field": "client"},
-            )
-        return cls(provider=prov, model=mdl, api_key=key, base_url=url, client=label)
+        if isinstance(values["provider"], str):
+            values["provider"] = values["provider"].lower()
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise bad_request(exc, InvalidConfig, allowed=CONFIG_FIELDS, hints=cls.HINTS) from None
 
     def canonical(self) -> bytes:
         """The one byte string every equal configuration maps to."""
@@ -206,20 +203,26 @@ class InstanceRecord:
     # SHA-256 of the instance secret (issue 9.5); '' when it has none.
     secret_hash: str = field(default="", repr=False)
 
-    def public(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "instance_id": self.instance_id,
-            "client": self.client,
-            "provider": self.provider,
-            "model": self.model,
-            "api_key": self.masked_key,
-            "base_url": self.base_url,
-            "source": self.source,
-            "read_only": self.source == "yaml",
-            "has_secret": bool(self.secret_hash),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
+    def view(self, usage: dict[str, Any] | None = None) -> InstanceView:
+        """The instance as the API shows it: key masked, usage counters when given."""
+        fields: dict[str, Any] = {}
         if usage is not None:
-            data["usage"] = usage
-        return data
+            fields["usage"] = Usage(**usage)
+        return InstanceView(
+            instance_id=self.instance_id,
+            client=self.client,
+            provider=self.provider,
+            model=self.model,
+            api_key=self.masked_key,
+            base_url=self.base_url,
+            source=self.source,
+            read_only=self.source == "yaml",
+            has_secret=bool(self.secret_hash),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            **fields,
+        )
+
+    def public(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`view()` as plain JSON data (the CLI prints it)."""
+        return self.view(usage).data()

@@ -25,6 +25,7 @@ POWERMEM_GATEWAY_PREVIOUS_SECRET; steps 2, 3 and 5 run the same way (no file is 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.errors import StorageError
@@ -42,9 +43,11 @@ from gateway.instances.crypto import (
 from gateway.instances.keystore import NEXT_KEY_FILE, KeyStore, archive_name, read_key_file
 from gateway.instances.store import Ciphertext, Store
 
-__all__ = ["BATCH", "RotationReport", "rotate"]
+__all__ = ["BATCH", "Progress", "RotationReport", "rotate"]
 
 BATCH = 100
+# `progress(handled, total)`: stored keys looked at so far, of how many (for a progress bar).
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -99,13 +102,16 @@ def _choose_target(keys: KeyStore, report: RotationReport) -> MasterKey:
     return target
 
 
-def _sweep(store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey) -> int:
+def _sweep(
+    store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey, progress: Progress | None
+) -> int:
     done = 0
     current = f"{VERSION}.{target.key_id}."
     while True:
         stale = [c for c in store.ciphertexts() if c.api_key and not c.api_key.startswith(current)]
         if not stale:
             return done
+        before, total = done, done + len(stale)
         for start in range(0, len(stale), BATCH):
             swaps = [
                 (c.instance_id, c.api_key, reseal(keys, target, c))
@@ -113,6 +119,8 @@ def _sweep(store: Store, keys: KeyStore, changes: ChangeLog, target: MasterKey) 
             ]
             with changes.exclusive():
                 done += len(store.swap_ciphertexts(swaps, announce=changes))
+            if progress is not None:
+                progress(before + min(start + BATCH, len(stale)), total)
 
 
 def reseal(keys: KeyStore, target: MasterKey, c: Ciphertext) -> str:
@@ -132,8 +140,12 @@ def reseal(keys: KeyStore, target: MasterKey, c: Ciphertext) -> str:
     return target.encrypt(plaintext, sealed_for)
 
 
-def rotate(store: Store, keys: KeyStore, changes: ChangeLog) -> RotationReport:
-    """Run (or finish) a rotation; blocking, for the registry's worker thread."""
+def rotate(
+    store: Store, keys: KeyStore, changes: ChangeLog, progress: Progress | None = None
+) -> RotationReport:
+    """Run (or finish) a rotation; blocking, for the registry's worker thread.
+
+    `progress(handled, total)` is called after each batch, on that thread."""
     keys.reload()
     report = RotationReport(key_id="")
     target = _choose_target(keys, report)
@@ -149,7 +161,7 @@ def rotate(store: Store, keys: KeyStore, changes: ChangeLog) -> RotationReport:
         )
     report.previous_key_ids = sorted(k for k in in_use if k != target.key_id)
     store.set_master_key_id(target.key_id)
-    report.reencrypted = _sweep(store, keys, changes, target)
+    report.reencrypted = _sweep(store, keys, changes, target, progress)
     next_path = keys.data_dir / NEXT_KEY_FILE
     if not keys.secret_mode and next_path.exists():
         os.replace(next_path, keys.data_dir / MASTER_KEY_FILE)

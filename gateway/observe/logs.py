@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import threading
+import sys
 import time
-from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
+
+from gateway.observe import access
+from gateway.observe.redaction import redact, remember_secret
 
 __all__ = ["ACCESS_FIELDS", "access_log", "configure_logging", "redact", "remember_secret"]
 
-access_log = logging.getLogger("gateway.access")
+access_log = access.access_log
 
-# sk-…, sk-ant-…, pgr-… (relay tokens), anything after "Bearer ", the value of a credential
-# query parameter (`?key=…`, `&api_key=…`, `access_token=…`), and of a key header or field
-# (`x-api-key: …`, `"api_key": "…"`) however a library happens to print it.
-_SECRETS = re.compile(
-    r"(?P<keep>\b(?:sk|pgr|rk|pk)-[A-Za-z0-9]{0,4})[A-Za-z0-9_\-]{8,}"
-    r"|(?P<bearer>Bearer\s+)[^\s\"',;]+"
-    r"|(?P<query>[?&](?:key|api[_-]?key|access[_-]?token|token|secret|password|sig|signature)=)"
-    r"[^&#\s\"',;]+"
-    r"|(?P<field>\b(?:x-api-key|api-key|api_key|apikey|x-powermem-llm-api-key)"
-    r"[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\])[^\s\"',;&…]{4,}",
-    re.IGNORECASE,
-)
 ACCESS_FIELDS = (
     "method",
     "path",
@@ -43,62 +32,6 @@ ACCESS_FIELDS = (
     "route",
 )
 _RESERVED = set(vars(logging.makeLogRecord({})))
-
-
-class _KnownSecrets:
-    """Exact strings masked in every log line; bounded, most recently used kept."""
-
-    LIMIT = 4096
-    MIN_LEN = 8  # shorter values would mask ordinary words
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: OrderedDict[str, None] = OrderedDict()
-        self._pattern: re.Pattern[str] | None = None
-
-    def add(self, value: str | None) -> None:
-        if not value or len(value) < self.MIN_LEN:
-            return
-        with self._lock:
-            if value in self._values:
-                self._values.move_to_end(value)
-                return
-            self._values[value] = None
-            while len(self._values) > self.LIMIT:
-                self._values.popitem(last=False)
-            # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, ordered)))
-
-    def sub(self, text: str) -> str:
-        pattern = self._pattern
-        return pattern.sub(_mask_known, text) if pattern is not None else text
-
-
-_KNOWN = _KnownSecrets()
-
-
-def remember_secret(value: str | None) -> None:
-    """Mask this exact value in every log line from now on (tokens, keys in use)."""
-    _KNOWN.add(value)
-
-
-def _mask(m: re.Match[str]) -> str:
-    for group in ("bearer", "query", "field"):
-        if m.group(group):
-            return f"{m.group(group)}[redacted]"
-    return f"{m.group('keep')}…[redacted]"
-
-
-def _mask_known(m: re.Match[str]) -> str:
-    # A known secret of a recognisable shape is masked as the shape rule would, so a line
-    # reads the same whether or not the gateway happens to know that secret yet.
-    shaped = _SECRETS.fullmatch(m.group())
-    return _mask(shaped) if shaped else "[redacted]"
-
-
-def redact(text: str) -> str:
-    return _SECRETS.sub(_mask, _KNOWN.sub(text))
 
 
 def _is_access(record: logging.LogRecord) -> bool:
@@ -144,3 +77,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Access lines skip the logging machinery: formatted directly, written in batches.
+    enabled = logging.getLevelName(level.upper()) <= logging.INFO
+    style: Literal["json", "text"] = "json" if fmt == "json" else "text"
+    access.configure(access.AccessWriter(sys.stderr, style) if enabled else access.DISABLED)

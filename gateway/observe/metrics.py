@@ -1,17 +1,36 @@
-"""`GET /metrics` in Prometheus' text format.
+"""The gateway's Prometheus metrics: bounded series, pre-bound on the hot path, cheap to render.
 
-Per-instance series are labelled by instance id and client label: ids are not secrets
-(DESIGN.md §3.2) and keys never become labels. Each app has its own registry, so several
-gateways in one process (tests, benchmarks) never share counters.
+Per-instance series are labelled by instance id and client label (ids are not secrets, and
+`/metrics` needs the admin token); keys never become labels. Every label set is bounded:
+route classes and providers are fixed lists, statuses are the few the gateway answers (any
+other is `other`), and at most `MAX_INSTANCES` instance label sets exist; later instances
+are counted under `instance_id="other", client="other"`, so a flood of instances cannot grow
+`/metrics` without end (issue 12.1). Children are looked up once and kept (issue 14: no
+`labels()` on the hot path). Rendering runs off the event loop, at most once per
+`RENDER_TTL` (a flood of scrapes shares one rendering). Each app has its own registry, so
+several gateways in one process (tests, benchmarks) never share counters.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import time
+from typing import Any
 
-__all__ = ["Metrics", "route_class"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.providers import PROVIDERS
+
+__all__ = ["MAX_INSTANCES", "OVERFLOW", "RENDER_TTL", "ROUTES", "Metrics", "route_class"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+ROUTES = ("instances", "relay", "gateway", "proxy")
+_STATUSES = frozenset(
+    (200, 201, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 409, 413, 415)
+) | frozenset((422, 429, 431, 499, 500, 502, 503, 504))
+MAX_INSTANCES = 1000
+OVERFLOW = "other"
+RENDER_TTL = 1.0
 
 
 def route_class(path: str) -> str:
@@ -65,6 +84,12 @@ class Metrics:
             [*labels, "kind"],
             registry=r,
         )
+        self.llm_errors = Counter(
+            "powermem_gateway_llm_errors",
+            "LLM calls that failed at the provider, per instance.",
+            labels,
+            registry=r,
+        )
         self.relay_refused = Counter(
             "powermem_gateway_relay_refused",
             "Relay calls refused: no gateway baggage, or a nonce of no request in flight.",
@@ -76,6 +101,45 @@ class Metrics:
             "Times the managed powermem server was restarted since the gateway started.",
             registry=r,
         )
+        # Children bound once: on first use for route × status (a series appears when it
+        # happens), now for the route latencies and providers, as seen for instances.
+        self._requests: dict[tuple[str, int | str], Any] = {}
+        self._latency = {route: self.latency.labels(route) for route in ROUTES}
+        self._providers = {name: self.relay_latency.labels(name) for name in PROVIDERS}
+        self._instances: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._rendered = b""
+        self._rendered_at = -RENDER_TTL
+        self._rendering: asyncio.Future[bytes] | None = None
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """One answered request: two dict lookups and two increments."""
+        if route not in self._latency:
+            route = "proxy"
+        key = (route, status if status in _STATUSES else OVERFLOW)
+        counter = self._requests.get(key)
+        if counter is None:  # at most len(ROUTES) × (len(_STATUSES) + 1) of these
+            counter = self._requests[key] = self.requests.labels(route, str(key[1]))
+        counter.inc()
+        self._latency[route].observe(seconds)
+
+    def _instance(self, instance_id: str | None, client: str) -> tuple[Any, ...]:
+        key = (instance_id or "default", client)
+        found = self._instances.get(key)
+        if found is None:
+            if len(self._instances) >= MAX_INSTANCES:
+                key = (OVERFLOW, OVERFLOW)
+                found = self._instances.get(key)
+            if found is None:
+                found = self._instances[key] = (
+                    self.relay_calls.labels(*key),
+                    self.relay_errors.labels(*key),
+                    self.relay_tokens.labels(*key, "prompt"),
+                    self.relay_tokens.labels(*key, "completion"),
+                    self.llm_errors.labels(*key),
+                )
+        return found
 
     def relay_call(
         self,
@@ -87,12 +151,41 @@ class Metrics:
         error: bool,
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
-        labels = (instance_id or "default", client)
-        self.relay_latency.labels(provider).observe(seconds)
-        self.relay_calls.labels(*labels).inc()
+        calls, errors, prompt, completion, _ = self._instance(instance_id, client)
+        latency = self._providers.get(provider)
+        if latency is not None:
+            latency.observe(seconds)
+        calls.inc()
         if error:
-            self.relay_errors.labels(*labels).inc()
+            errors.inc()
         if tokens[0]:
-            self.relay_tokens.labels(*labels, "prompt").inc(tokens[0])
+            prompt.inc(tokens[0])
         if tokens[1]:
-            self.relay_tokens.labels(*labels, "completion").inc(tokens[1])
+            completion.inc(tokens[1])
+
+    def llm_error(self, instance_id: str | None, client: str) -> None:
+        """A provider refused or failed an LLM call made for this instance."""
+        self._instance(instance_id, client)[4].inc()
+
+    @property
+    def instance_series(self) -> int:
+        """How many instance label sets exist (at most MAX_INSTANCES + the overflow one)."""
+        return len(self._instances)
+
+    # -- the scrape -----------------------------------------------------------------------------
+
+    async def render(self) -> bytes:
+        """The exposition text, rendered in a thread at most once per RENDER_TTL."""
+        if time.monotonic() - self._rendered_at < RENDER_TTL:
+            return self._rendered
+        if self._rendering is None:
+            self._rendering = asyncio.ensure_future(
+                asyncio.to_thread(generate_latest, self.registry)
+            )
+            self._rendering.add_done_callback(self._rendered_now)
+        return await asyncio.shield(self._rendering)
+
+    def _rendered_now(self, done: asyncio.Future[bytes]) -> None:
+        self._rendering = None
+        if not done.cancelled() and done.exception() is None:
+            self._rendered, self._rendered_at = done.result(), time.monotonic()

@@ -32,29 +32,20 @@ from gateway.process.worker import serve_app
 from gateway.proxy.managed import ManagedUpstream
 from gateway.proxy.upstream import UpstreamStateFile
 from gateway.proxy.upstream_env import read_env_file
-from gateway.relay.token import load_relay_token
 from gateway.runtime import RUN_DIR_NAME, Runtime
 from gateway.settings import Settings
+from gateway.tokens import load_relay_token, read_admin_token
 
 __all__ = ["supervise"]
 
 PROBE_PATH = "/gateway/probe"
-ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 _TICK = 0.1
-
-
-def _admin_token(settings: Settings) -> str | None:
-    if settings.admin_token:
-        return settings.admin_token
-    with contextlib.suppress(OSError):
-        return (settings.data_dir / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
-    return None
 
 
 async def _call(
     settings: Settings, method: str, path: str, *, seconds: float
 ) -> tuple[int, dict[str, Any]]:
-    token = _admin_token(settings)
+    token = read_admin_token(settings)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,

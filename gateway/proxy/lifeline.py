@@ -55,6 +55,9 @@ def main(argv: list[str]) -> int:
     fd = int(argv[0])
     stop_timeout = float(argv[1]) if split > 1 else 10.0
     command = argv[split + 1 :]
+    # What powermem writes (its database, logs) is for the gateway's user alone. Set here, not
+    # with `create_subprocess_exec(umask=…)`, which uvloop does not accept.
+    os.umask(0o077)
     # The group is signalled as a whole; the launcher outlives the signal to reap the child.
     # A Python handler, not SIG_IGN: handlers are reset by exec, ignored signals would not be.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -241,7 +241,6 @@ class ManagedUpstream:
                 env=self._env,
                 cwd=self._workdir,
                 start_new_session=True,
-                umask=0o077,
                 pass_fds=(read_end,),
             )
         except OSError as exc:
