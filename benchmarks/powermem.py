@@ -35,10 +35,6 @@ CLIENTS = (1, 4)
 DIMS = 64
 ALONE, OTEL, GATEWAY = "powermem alone", "powermem + OTel", "gateway (managed)"
 USER = "bench-g1"
-# `serve` on uvloop cannot start a managed powermem (uvloop's subprocess_exec refuses the
-# `umask` argument gateway/proxy/managed.py passes), so the managed gateway runs on asyncio's
-# loop until that is fixed; external-mode gateways elsewhere run on the default (uvloop).
-MANAGED_LOOP = ("--loop", "asyncio")
 # The key powermem alone sends to the fake (the gateway's powermem sends the relay token).
 DIRECT_LLM_KEY = "sk-bench-direct-llm-0123456789"
 
@@ -145,7 +141,6 @@ def run(ctx: Context) -> None:
             None,
             workers=2,
             env_file=_dotenv(gw_root, fake_v1),
-            extra=MANAGED_LOOP,
             timeout=120,
         )
         procs.append(gateway)
