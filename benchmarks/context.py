@@ -59,10 +59,14 @@ class Spread:
         }
 
     def text(self, fmt: str = "{:.2f}", *, signed: bool = False) -> str:
-        f = fmt.replace("{:", "{:+") if signed else fmt
+        if signed:  # "+0.10 (-0.02 to +0.31)": a dash between signed numbers would read as one
+            f = fmt.replace("{:", "{:+")
+            if self.low == self.high:
+                return f.format(self.mid)
+            return f"{f.format(self.mid)} ({f.format(self.low)} to {f.format(self.high)})"
         if self.low == self.high:
-            return f.format(self.mid)
-        return f"{f.format(self.mid)} ({fmt.format(self.low)}–{fmt.format(self.high)})"
+            return fmt.format(self.mid)
+        return f"{fmt.format(self.mid)} ({fmt.format(self.low)}–{fmt.format(self.high)})"
 
 
 @dataclass
@@ -254,7 +258,8 @@ class Context:
     ) -> None:
         """One line of the targets table (judged on the median); `ok` None: context only."""
         if isinstance(value, Spread):
-            measured = value.text(fmt)
+            signed = "{:+" in fmt
+            measured = value.text(fmt.replace("{:+", "{:"), signed=signed)
         else:
             measured = value if value is not None else "not measured"
         met = "n/a" if ok is None or value is None else ("yes" if ok else "NO")
