@@ -3,12 +3,14 @@
 --   BENCH_MODE: static (one request, preformatted) | unique (a new LLM api key per request)
 --               | ids (a random X-PowerMem-Instance from BENCH_IDS_FILE)
 --               | keys (a random api key BENCH_KEY_FORMAT % [0, BENCH_COUNT))
+--   BENCH_DELAY_MS: a pause before each request (a paced probe instead of a flood)
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local mode = os.getenv("BENCH_MODE") or "static"
 local prefix = os.getenv("BENCH_PREFIX") or "run"
 local key_format = os.getenv("BENCH_KEY_FORMAT") or "sk-%09d"
 local count = tonumber(os.getenv("BENCH_COUNT") or "1")
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 
 local headers = {}
 for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
@@ -36,6 +38,11 @@ local n = 0
 function init(args)
   math.randomseed(12345)
   if mode == "static" then fixed = wrk.format(method, path, headers, body) end
+end
+
+-- wrk paces a connection only when the script defines delay(); latency excludes the pause.
+if delay_ms > 0 then
+  function delay() return delay_ms end
 end
 
 function request()

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.context import Context, Spread, Table
+from benchmarks.scale import seeded, sizes
 from benchmarks.seed import KEY_FORMAT, MODEL, seed
 from gateway.instances.cache import CAPACITY
 from gateway.instances.model import InstanceConfig
@@ -117,13 +119,21 @@ async def _size(home: Path, ids: list[str]) -> dict[str, Any]:
         await registry.close()
 
 
-def measure(sizes: tuple[int, ...] = SIZES, work: Path | None = None) -> dict[str, Any]:
+def measure(
+    sizes: tuple[int, ...] = SIZES,
+    work: Path | None = None,
+    seeded: Callable[[int], tuple[Path, list[str]]] | None = None,
+) -> dict[str, Any]:
+    """Figures per size; `seeded(count)` gives a data dir already seeded (else one is made)."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pmgw-lookup-", dir=work) as tmp:
         for count in sizes:
-            home = Path(tmp) / f"lookup-{count}"
-            home.mkdir()
-            ids = seed(home / "gateway", home / "instances.yaml", count)
+            if seeded is not None:
+                home, ids = seeded(count)
+            else:
+                home = Path(tmp) / f"lookup-{count}"
+                home.mkdir()
+                ids = seed(home / "gateway", home / "instances.yaml", count)
             results[str(count)] = asyncio.run(_size(home, ids))
             print(f"  {count:>7,} instances: " + _line(results[str(count)]), flush=True)
     return results
@@ -138,9 +148,32 @@ def _line(figures: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def run(ctx: Any) -> None:
-    """The `lookup` family of `python -m benchmarks`: figures go to results.json."""
-    ctx.extra["registry_lookup_us"] = measure(work=ctx.work)
+def run(ctx: Context) -> None:
+    """The `lookup` family of `python -m benchmarks`: a table, and results.json."""
+    results = measure(sizes(ctx), ctx.work, lambda count: seeded(ctx, count))
+    ctx.extra["registry_lookup_us"] = results
+    names = ("get hit", "resolve hit", "get miss", "resolve miss")
+    table = Table(
+        "Registry lookups in-process (µs per call, idle event loop)",
+        ("instances", *names, "cached records (MiB)"),
+    )
+    for count, figures in results.items():
+        cells = [_spread_text(figures[name]) for name in names]
+        cached = f"{figures['records cached']:,} ({figures['cache memory (MiB)']})"
+        table.add(f"{int(count):,}", *cells, cached)
+    ctx.tables.append(table)
+    hits = Spread.of(results[c]["get hit"]["median"] for c in results)
+    ctx.target(
+        "registry hit (get by id), every size",
+        "<= 5 µs",
+        hits,
+        hits is not None and hits.high <= 5,
+        "{:.2f} µs",
+    )
+
+
+def _spread_text(figure: dict[str, float]) -> str:
+    return Spread(figure["min"], figure["median"], figure["max"]).text("{:.1f}")
 
 
 if __name__ == "__main__":

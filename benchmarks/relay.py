@@ -1,17 +1,30 @@
-"""Relay: a chat completion through /relay/v1 vs straight to a local fake provider."""
+"""Relay: a chat completion through the gateway's /relay/v1 vs straight to a fast fake provider.
+
+The relay honours an instance only for the nonce of a request in flight (see
+gateway/proxy/ledger.py), which wrk cannot have; so the calls here take the default-LLM
+path: no baggage, served by an external-mode gateway (`--upstream` set) with the `.env`'s
+LLM, which points at the fake. Everything else a relayed call does (token check, body
+checks, provider call on pooled connections, pass-through or Anthropic translation, key
+scrubbing, metrics, access line) is the same; what a bound call adds (ledger lookup,
+registry record, decrypted key) is measured in-process by `relay_micro`.
+"""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.context import Context, Row, post_json
+from benchmarks import relay_micro
+from benchmarks.context import Context
 from benchmarks.fake_providers import anthropic_request, chat_request
-from benchmarks.servers import RELAY_TOKEN, start_fake_providers, start_gateway
+from benchmarks.profile import profile
+from benchmarks.servers import RELAY_TOKEN, Gateway, start_fake_providers, start_gateway
 from benchmarks.wrk import Load
 
 __all__ = ["run"]
 
 CONNECTIONS = (1, 16)
+PROVIDER_KEY = "sk-bench-provider-0123456789abcdef"
+LABELS = {"openai": "OpenAI pass-through", "anthropic": "Anthropic translation"}
 
 
 def _load(ctx: Context, name: str, path: str, body: dict[str, object], **headers: str) -> Load:
@@ -25,58 +38,95 @@ def _load(ctx: Context, name: str, path: str, body: dict[str, object], **headers
     )
 
 
+def _gateway(ctx: Context, provider: str, fake_url: str) -> Gateway:
+    if provider == "openai":
+        llm = {"OPENAI_LLM_BASE_URL": fake_url + "/v1"}
+    else:
+        llm = {"ANTHROPIC_LLM_BASE_URL": fake_url}
+    env = {"LLM_PROVIDER": provider, "LLM_API_KEY": PROVIDER_KEY, "LLM_MODEL": "bench-model"}
+    return start_gateway(
+        f"relay-{provider}", ctx.work, ctx.upstream_url, workers=1, env_file={**env, **llm}
+    )
+
+
+def _direct_load(ctx: Context, provider: str, stream: bool) -> Load:
+    name = f"{provider}-{'stream' if stream else 'plain'}-direct"
+    if provider == "openai":
+        auth = {"Authorization": f"Bearer {PROVIDER_KEY}"}
+        return _load(ctx, name, "/v1/chat/completions", chat_request(stream=stream), **auth)
+    return _load(
+        ctx, name, "/v1/messages", anthropic_request(stream=stream), **{"x-api-key": PROVIDER_KEY}
+    )
+
+
 def run(ctx: Context) -> None:
-    fakes, fake_url = start_fake_providers(ctx.work)
-    gateway = start_gateway("gateway-relay", ctx.work, ctx.upstream_url)
+    fake, fake_url, _ = start_fake_providers(ctx.work)
+    gateways: dict[str, Gateway] = {}
     try:
-        ids = {}
-        for provider, base_url in (("openai", fake_url + "/v1"), ("anthropic", fake_url)):
-            answer = post_json(
-                gateway.url + "/api/v1/instances",
-                {
-                    "provider": provider,
-                    "model": "bench-model",
-                    "api_key": f"sk-bench-{provider}-0123456789",
-                    "base_url": base_url,
-                },
-            )
-            ids[provider] = answer["data"]["instance_id"]
-        peak = 0.0
-        for provider in ("openai", "anthropic"):
+        for provider in LABELS:
+            gateways[provider] = _gateway(ctx, provider, fake_url)
+        cases = []
+        for provider in LABELS:
             for stream in (False, True):
                 kind = "streaming" if stream else "plain"
-                name = f"{provider}-{kind}"
-                label = "OpenAI pass-through" if provider == "openai" else "Anthropic translation"
-                if provider == "openai":
-                    direct_load = _load(
-                        ctx,
-                        name + "-direct",
-                        "/v1/chat/completions",
-                        chat_request(stream=stream),
-                        Authorization="Bearer sk-bench-openai-0123456789",
-                    )
-                else:
-                    direct_load = _load(
-                        ctx,
-                        name + "-direct",
-                        "/v1/messages",
-                        anthropic_request(stream=stream),
-                        **{"x-api-key": "sk-bench-anthropic-0123456789"},
-                    )
                 relay_load = _load(
                     ctx,
-                    name + "-relay",
+                    f"{provider}-{kind}-relay",
                     "/relay/v1/chat/completions",
                     chat_request(stream=stream),
                     Authorization=f"Bearer {RELAY_TOKEN}",
-                    baggage=f"powermem.instance={ids[provider]}",
                 )
+                case = f"chat completion, {LABELS[provider]}, {kind}"
+                cases.append((case, provider, _direct_load(ctx, provider, stream), relay_load))
+        fake_tree = fake.tree()
+        for rep in range(ctx.reps):
+            for case, provider, direct_load, relay_load in cases:
+                gateway = gateways[provider]
                 for conns in CONNECTIONS:
-                    direct = ctx.wrk(fake_url, direct_load, conns)
-                    measured = ctx.wrk(gateway.url, relay_load, conns, rss_pid=gateway.pid)
-                    peak = max(peak, measured.peak_rss_mb or 0.0)
-                    ctx.add(Row("relay", f"{label}, {kind}", conns, "gateway", direct, measured))
-        ctx.memory_mb["gateway peak under relay load (16 conns)"] = peak
+                    direct = ctx.wrk(fake_url, direct_load, conns, rep=rep, tree=fake_tree)
+                    measured = ctx.wrk(
+                        gateway.url, relay_load, conns, rep=rep, tree=gateway.gateway_tree()
+                    )
+                    ctx.add("relay", case, conns, "gateway relay, 1 worker", direct, measured)
+        openai_plain = cases[0]
+        profile(
+            ctx, "relay-openai", gateways["openai"].pid, gateways["openai"].url, openai_plain[3], 16
+        )
+        anthropic_stream = cases[3]
+        profile(
+            ctx,
+            "relay-anthropic-stream",
+            gateways["anthropic"].pid,
+            gateways["anthropic"].url,
+            anthropic_stream[3],
+            16,
+        )
+        _targets(ctx)
     finally:
-        gateway.stop()
-        fakes.stop()
+        for proc in (*gateways.values(), fake):
+            proc.stop()
+    relay_micro.run(ctx)
+
+
+def _targets(ctx: Context) -> None:
+    for row in ctx.rows:
+        if row.family != "relay":
+            continue
+        if row.connections == 1:
+            added = row.added_p50
+            ctx.target(
+                f"relay added p50, {row.case.removeprefix('chat completion, ')}, c=1",
+                "<= 0.3 ms",
+                added,
+                added is not None and added.mid <= 0.3,
+                "{:+.3f} ms",
+            )
+        cpu = row.cpu_us
+        ctx.target(
+            f"relay CPU per call, {row.case.removeprefix('chat completion, ')}, "
+            f"c={row.connections}",
+            "<= 300 µs",
+            cpu,
+            cpu is not None and cpu.mid <= 300,
+            "{:.0f} µs",
+        )

@@ -1,15 +1,18 @@
-"""Running wrk with bench.lua and reading its one machine-readable result line."""
+"""Running wrk with bench.lua, reading its one machine-readable result line, and charging the
+CPU the server under test spent during the measured seconds to its requests."""
 
 from __future__ import annotations
 
 import json
+import resource
 import secrets
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import RssSampler, tool
+from benchmarks.procs import ProcessTree, machine_busy_seconds, tool
 
 __all__ = ["Load", "WrkResult", "run_wrk"]
 
@@ -29,6 +32,7 @@ class Load:
     ids_file: Path | None = None
     key_format: str = ""
     count: int = 1
+    delay_ms: int = 0
 
     def env(self) -> dict[str, str]:
         return {
@@ -40,6 +44,7 @@ class Load:
             "BENCH_IDS_FILE": str(self.ids_file or ""),
             "BENCH_KEY_FORMAT": self.key_format,
             "BENCH_COUNT": str(self.count),
+            "BENCH_DELAY_MS": str(self.delay_ms),
             # A fresh prefix per wrk run, so "unique" keys never repeat across runs.
             "BENCH_PREFIX": secrets.token_hex(4),
         }
@@ -53,7 +58,13 @@ class WrkResult:
     mean_ms: float
     requests: int
     errors: int
-    peak_rss_mb: float | None = None
+    # CPU the measured process tree spent per request (µs), and in cores over the run.
+    cpu_us: float | None = None
+    cores: float | None = None
+    # CPU wrk itself used, in cores: how much of the machine the load generator took.
+    wrk_cores: float | None = None
+    # The whole machine's busy cores over the run (everyone else's work included).
+    machine_cores: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +99,11 @@ def _wrk(base_url: str, load: Load, connections: int, seconds: float) -> WrkResu
     raise RuntimeError(f"wrk gave no result line:\n{out.stdout}\n{out.stderr}")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(
     base_url: str,
     load: Load,
@@ -95,14 +111,23 @@ def run_wrk(
     connections: int,
     seconds: float,
     warmup: float,
-    rss_pid: int | None = None,
+    tree: ProcessTree | None = None,
 ) -> WrkResult:
-    """A discarded warm-up run, then the measured one (sampling `rss_pid`'s memory)."""
+    """A discarded warm-up run (when `warmup` > 0), then the measured one; with `tree`, the
+    CPU that tree spent during the measured run."""
     if warmup > 0:
         _wrk(base_url, load, connections, warmup)
-    if rss_pid is None:
-        return _wrk(base_url, load, connections, seconds)
-    with RssSampler(rss_pid).running() as sampler:
-        result = _wrk(base_url, load, connections, seconds)
-    result.peak_rss_mb = round(sampler.peak, 1)
+    pids = tree.pids() if tree is not None else set()
+    before = tree.cpu_seconds(pids) if tree is not None else 0.0
+    wrk_before = _children_cpu()
+    machine_before = machine_busy_seconds()
+    started = time.monotonic()
+    result = _wrk(base_url, load, connections, seconds)
+    wall = time.monotonic() - started
+    result.wrk_cores = round((_children_cpu() - wrk_before) / wall, 2)
+    result.machine_cores = round((machine_busy_seconds() - machine_before) / wall, 2)
+    if tree is not None:
+        spent = tree.cpu_seconds(pids) - before
+        result.cores = round(spent / wall, 2)
+        result.cpu_us = round(spent / max(result.requests, 1) * 1e6, 1)
     return result
