@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks import flood, lookup, powermem, proxy, relay, scale, workers
+from benchmarks import flood, lookup, powermem, proxy, relay, replicas, scale, workers
 from benchmarks.context import Context
 from benchmarks.nginx import start_upstream
 from benchmarks.procs import free_port, machine_busy_seconds, require_tools
@@ -38,7 +38,11 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "lookup": lookup.run,
     "workers": workers.run,
     "flood": flood.run,
+    "replicas": replicas.run,
 }
+# Run only when named: it needs the team extra (psycopg) and PostgreSQL's server package,
+# and adds about 12 minutes.
+ON_REQUEST = {"replicas"}
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -51,8 +55,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="warm-up seconds, first repetition [1]")
     parser.add_argument(
         "--only",
-        default=",".join(FAMILIES),
-        help=f"families, comma-separated [all: {','.join(FAMILIES)}]",
+        default=",".join(f for f in FAMILIES if f not in ON_REQUEST),
+        help=f"families, comma-separated [all but {','.join(sorted(ON_REQUEST))}]",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 repetition, short runs, small sizes"

@@ -2,10 +2,10 @@
 
     python -m benchmarks --only replicas
 
-For 10, 10 000 and 100 000 instances, the same gateway serves a small GET bound by a random
-`X-PowerMem-Instance` — from 100 instances in use (a team's working set: after the warm-up,
-cache hits) and from all of them (mostly first sightings: reads of the store) — with its
-registry in
+For 10, 10 000 and 100 000 instances (--quick: 10 and 1 000), the same gateway serves a
+small GET bound by a random `X-PowerMem-Instance` — from 100 instances in use (a team's
+working set: after the warm-up, cache hits) and from all of them (mostly first sightings:
+reads of the store) — with its registry in
 
 - SQLite in its data dir (the one-machine default: in-process cache + change file);
 - PostgreSQL, cached (`--registry-cache`, the default): in-process cache kept honest by
@@ -29,17 +29,18 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.context import SMALL_GET, Context, Row
+from benchmarks.context import SMALL_GET, Context, Table
 from benchmarks.postgres import Postgres
-from benchmarks.seed import rows_for, seed
+from benchmarks.scale import seeded, sizes
+from benchmarks.seed import rows_for
 from benchmarks.servers import RELAY_TOKEN, Gateway, start_gateway
+from benchmarks.wrk import Load
 from gateway.instances.registry import Registry
 from gateway.instances.store import Row as StoredRow
 from gateway.settings import Settings
 
-__all__ = ["SIZES", "run"]
+__all__ = ["run"]
 
-SIZES = (10, 10_000, 100_000)
 CONNECTIONS = (1, 16)
 SECRET = "benchmark-team-secret-0123456789abcdef"
 UPDATES = 50
@@ -56,6 +57,8 @@ def _seed_postgres(url: str, count: int) -> list[str]:
             settings = Settings(
                 data_dir=Path(tmp),
                 instances_file=Path(tmp) / "i.yaml",
+                env_file=Path(tmp) / "powermem.env",
+                upstream="http://127.0.0.1:9",
                 database_url=url,
                 secret=SECRET,
             )
@@ -76,14 +79,14 @@ def _seed_postgres(url: str, count: int) -> list[str]:
     return [r.instance_id for r in rows]
 
 
-def _gateway(ctx: Context, name: str, home: Path, url: str | None, cached: bool) -> Gateway:
-    extra: tuple[str, ...] = ()
-    env = {}
-    if url is not None:
-        extra = ("--database-url", url, "--registry-cache" if cached else "--no-registry-cache")
-        env = {"POWERMEM_GATEWAY_SECRET": SECRET}
+def _gateway(ctx: Context, name: str, home: Path, url: str, cached: bool) -> Gateway:
     return start_gateway(
-        name, ctx.work, ctx.upstream_url, data_dir=home / name, extra=extra, env=env
+        name,
+        ctx.work,
+        ctx.upstream_url,
+        data_dir=home / name,
+        extra=("--database-url", url, "--registry-cache" if cached else "--no-registry-cache"),
+        environ={"POWERMEM_GATEWAY_SECRET": SECRET},
     )
 
 
@@ -106,6 +109,8 @@ def _invalidation(ctx: Context, url: str, ids: list[str], home: Path) -> dict[st
             settings = Settings(
                 data_dir=home / "writer",
                 instances_file=home / "writer.yaml",
+                env_file=home / "powermem.env",
+                upstream="http://127.0.0.1:9",
                 database_url=url,
                 secret=SECRET,
                 relay_token=RELAY_TOKEN,
@@ -136,59 +141,97 @@ def _invalidation(ctx: Context, url: str, ids: list[str], home: Path) -> dict[st
     }
 
 
-def run(ctx: Context, sizes: tuple[int, ...] = SIZES) -> None:
+def run(ctx: Context) -> None:
     postgres = Postgres()
     try:
-        for count in sizes:
+        counts = sizes(ctx)
+        for count in counts:
             home = ctx.work / f"replicas-{count}"
             home.mkdir()
+            sqlite_home, sqlite_ids = seeded(ctx, count)  # shared with the scale family
             started = time.perf_counter()
-            # Each registry derives ids with its own key: one ids file per kind.
+            # Each registry derives ids with its own key: one list of ids per kind.
             url = postgres.create(f"bench_{count}")
-            ids = {
-                "sqlite": seed(home / "sqlite", home / "instances.yaml", count),
-                "postgresql": _seed_postgres(url, count),
-            }
+            ids = {"sqlite": sqlite_ids, "postgresql": _seed_postgres(url, count)}
             ctx.extra.setdefault("replicas_seed_seconds", {})[str(count)] = round(
                 time.perf_counter() - started, 1
             )
             for variant in VARIANTS:
                 kind = variant.split(",")[0]
-                loads = {}
-                for name, chosen in (
-                    (f"{min(count, HOT)} in use of {count:,}", ids[kind][:HOT]),
-                    (f"all {count:,} in use", ids[kind]),
-                ):
-                    if count <= HOT and loads:
-                        break  # with 10 instances both are the same
-                    ids_file = home / f"ids-{kind}-{len(chosen)}.txt"
-                    ids_file.write_text("\n".join(chosen) + "\n")
-                    loads[name] = replace(SMALL_GET, mode="ids", ids_file=ids_file)
                 if variant == "sqlite":
                     gateway = start_gateway(
-                        f"sqlite-{count}", ctx.work, ctx.upstream_url, data_dir=home / "sqlite"
+                        f"replicas-sqlite-{count}",
+                        ctx.work,
+                        ctx.upstream_url,
+                        data_dir=sqlite_home / "gateway",
                     )
                 else:
-                    gateway = _gateway(
-                        ctx, f"pg-{count}-{variant[12:16]}", home, url, variant.endswith("cached")
-                    )
+                    cached = variant.endswith("cached")
+                    name = f"pg-{count}-{'cached' if cached else 'read-through'}"
+                    gateway = _gateway(ctx, name, home, url, cached)
                 try:
-                    time.sleep(0.5)
-                    for name, load in loads.items():
-                        for conns in CONNECTIONS:
-                            direct = ctx.direct("small GET", SMALL_GET, conns)
-                            measured = ctx.wrk(gateway.url, load, conns, rss_pid=gateway.pid)
-                            case = f"bound by id, {name}"
-                            ctx.add(Row("replicas", case, conns, variant, direct, measured))
+                    _measure(ctx, gateway, variant, _loads(home, kind, ids[kind], count))
                 finally:
                     gateway.stop()
-            if count == sizes[-1]:
-                ctx.extra["invalidation"] = _invalidation(ctx, url, ids["postgresql"], home)
-                print(f"  commit -> last replica dropped its copy: {ctx.extra['invalidation']}")
-                ctx.extra["relay_nonce_check"] = _ledger(url)
-                print(f"  relay nonce check, µs per call: {ctx.extra['relay_nonce_check']}")
+            if count == counts[-1]:
+                _cluster(ctx, url, ids["postgresql"], home, count)
     finally:
         postgres.stop()
+
+
+def _cluster(ctx: Context, url: str, ids: list[str], home: Path, count: int) -> None:
+    """The two costs only several replicas have, as one table of results.md."""
+    table = Table(
+        f"PostgreSQL registry with {count:,} instances: what several replicas cost",
+        ("figure", "p50", "p90", "max / calls"),
+    )
+    waits = ctx.extra["invalidation"] = _invalidation(ctx, url, ids, home)
+    table.add(
+        "update committed → 2 other replicas and the writer confirmed dropping the record",
+        f"{waits['p50_ms']:.2f} ms",
+        f"{waits['p90_ms']:.2f} ms",
+        f"{waits['max_ms']:.2f} ms over {waits['updates']} updates",
+    )
+    nonce = ctx.extra["relay_nonce_check"] = _ledger(url)
+    table.add(
+        "relay nonce check, issued by this replica",
+        f"{nonce['local_p50_us']:.0f} µs",
+        "–",
+        f"{nonce['calls']} calls",
+    )
+    table.add(
+        "relay nonce check, issued by another replica (NOTIFY both ways)",
+        f"{nonce['other_replica_p50_us']:.0f} µs",
+        f"{nonce['other_replica_p90_us']:.0f} µs",
+        f"{nonce['calls']} calls",
+    )
+    ctx.tables.append(table)
+    print(f"  {waits}\n  {nonce}", flush=True)
+
+
+def _loads(home: Path, kind: str, ids: list[str], count: int) -> dict[str, Load]:
+    """The working set of a team (the first HOT ids), and every instance."""
+    loads: dict[str, Load] = {}
+    for name, chosen in (
+        (f"{min(count, HOT)} in use of {count:,}", ids[:HOT]),
+        (f"all {count:,} in use", ids),
+    ):
+        if count <= HOT and loads:
+            break  # with 10 instances both are the same
+        ids_file = home / f"ids-{kind}-{len(chosen)}.txt"
+        ids_file.write_text("\n".join(chosen) + "\n")
+        loads[name] = replace(SMALL_GET, mode="ids", ids_file=ids_file)
+    return loads
+
+
+def _measure(ctx: Context, gateway: Gateway, variant: str, loads: dict[str, Load]) -> None:
+    tree = gateway.gateway_tree()
+    for rep in range(ctx.reps):
+        for conns in CONNECTIONS:
+            direct = ctx.wrk(ctx.upstream_url, SMALL_GET, conns, rep=rep)
+            for name, load in loads.items():
+                measured = ctx.wrk(gateway.url, load, conns, rep=rep, tree=tree)
+                ctx.add("replicas", f"bound by id, {name}", conns, variant, direct, measured)
 
 
 def _ledger(url: str, calls: int = 300) -> dict[str, float]:

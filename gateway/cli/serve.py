@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -14,7 +15,7 @@ from gateway.observe.logs import configure_logging
 from gateway.policy.baseurls import UrlPolicy
 from gateway.process.datalock import DataDirLock
 from gateway.process.errors import ServeError
-from gateway.process.listen import bind_listener
+from gateway.process.listen import bind_listeners
 from gateway.process.loop import run
 from gateway.process.progress import Console
 from gateway.process.supervisor import supervise
@@ -153,12 +154,14 @@ def serve(**flags: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     console = Console()
     try:
-        sock = bind_listener(settings.host, settings.port)
+        socks = bind_listeners(settings.host, settings.port, settings.workers)
         # --port 0: the kernel chose; everything after this needs the real one.
-        settings = settings.model_copy(update={"port": sock.getsockname()[1]})
-        with sock, DataDirLock(settings.data_dir):
+        settings = settings.model_copy(update={"port": socks[0].getsockname()[1]})
+        with contextlib.ExitStack() as held, DataDirLock(settings.data_dir):
+            for sock in socks:
+                held.enter_context(sock)
             _preflight(settings, console)
-            code = run(supervise(settings, sock, console), settings.loop)
+            code = run(supervise(settings, socks, console), settings.loop)
     except (ServeError, GatewayError) as exc:
         raise click.ClickException(exc.message) from None
     sys.exit(code)

@@ -2,8 +2,15 @@
 
 Binding first means a second gateway (or powermem's own server on 8848) is found out in
 milliseconds, before any powermem is started on the same database. SO_REUSEADDR lets a
-restart reuse a port still in TIME_WAIT; SO_REUSEPORT is never set, so two processes can
-never both bind the same address.
+restart reuse a port still in TIME_WAIT.
+
+With several workers each gets a socket of its own in one SO_REUSEPORT group, so the kernel
+spreads new connections evenly over them (one shared socket lets a burst of keep-alive
+connections land on whichever worker wakes first). The port is first bound plainly, without
+SO_REUSEPORT, and released: that bind fails for anyone already listening, a reuseport group of
+another process included, so a second gateway never joins ours. The supervisor keeps every
+socket of the group open, so connections the kernel routes to a crashed worker's socket wait
+in its backlog for the respawned worker instead of being refused.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 from gateway.process.errors import ServeError
 
-__all__ = ["BACKLOG", "bind_listener", "port_holder"]
+__all__ = ["BACKLOG", "bind_listener", "bind_listeners", "port_holder"]
 
 BACKLOG = 1024
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
@@ -82,6 +89,28 @@ def _taken(host: str, port: int) -> ServeError:
 
 def bind_listener(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port), or `ServeError` naming who holds the port."""
+    return bind_listeners(host, port, 1)[0]
+
+
+def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on (host, port): one plain socket, or a reuseport group."""
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [_bind(host, port, reuse_port=False)]
+    probe = _bind(host, port, reuse_port=False, listen=False)  # refused if anyone listens
+    port = probe.getsockname()[1]  # --port 0: every socket of the group on the chosen one
+    probe.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(_bind(host, port, reuse_port=True))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -92,10 +121,13 @@ def bind_listener(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

@@ -30,9 +30,10 @@ _GIVE_UP_AFTER = 3
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, sock: socket.socket, run_dir: Path) -> None:
+    def __init__(self, settings: Settings, socks: list[socket.socket], run_dir: Path) -> None:
         self._settings = settings
-        self._sock = sock
+        # One listening socket per worker (a reuseport group), or one shared by all.
+        self._socks = socks
         self._run_dir = run_dir
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
@@ -46,7 +47,7 @@ class WorkerPool:
         return [p.pid for p in self._procs.values()]
 
     async def _spawn(self, worker: int) -> asyncio.subprocess.Process:
-        fd = self._sock.fileno()
+        fd = self._socks[worker % len(self._socks)].fileno()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

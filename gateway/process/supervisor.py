@@ -124,8 +124,8 @@ async def _preflight(settings: Settings) -> None:
         registry_log.setLevel(level)
 
 
-async def supervise(settings: Settings, sock: socket.socket, console: Console) -> int:
-    """Run until SIGTERM/SIGINT; the exit code. The caller holds the socket and the lock."""
+async def supervise(settings: Settings, socks: list[socket.socket], console: Console) -> int:
+    """Run until SIGTERM/SIGINT; the exit code. The caller holds the sockets and the lock."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,10 +149,11 @@ async def supervise(settings: Settings, sock: socket.socket, console: Console) -
     try:
         if settings.workers == 1:
             app_task = asyncio.create_task(
-                serve_app(settings, Runtime(0, 1, run_dir), sock, app_stop), name="gateway-app"
+                serve_app(settings, Runtime(0, 1, run_dir), socks[0], app_stop),
+                name="gateway-app",
             )
         else:
-            pool = WorkerPool(settings, sock, run_dir)
+            pool = WorkerPool(settings, socks, run_dir)
             await pool.start()
         console.say(
             f"listening on {settings.local_url} ({settings.workers} worker"

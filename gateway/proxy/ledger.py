@@ -29,6 +29,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 __all__ = ["LEDGER_FILE", "REASONS", "Entry", "Ledger", "Outcome", "parse_nonce"]
 
@@ -101,12 +102,12 @@ class Ledger:
         self._view[self._base * RECORD : (self._base + slots) * RECORD] = bytes(slots * RECORD)
 
     @classmethod
-    def anonymous(cls, *, slots: int = 4096) -> Ledger:
+    def anonymous(cls, *, slots: int = 4096) -> Self:
         """A ledger for one process."""
         return cls(mmap.mmap(-1, slots * RECORD), worker=0, workers=1, slots=slots)
 
     @classmethod
-    def shared(cls, path: Path, *, worker: int, workers: int, slots: int = 4096) -> Ledger:
+    def shared(cls, path: Path, *, worker: int, workers: int, slots: int = 4096) -> Self:
         """This worker's view of the file every worker of one `serve` maps."""
         size = workers * slots * RECORD
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

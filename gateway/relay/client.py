@@ -4,8 +4,9 @@ Requests are built from scratch, so nothing the caller sent (its `baggage`, `tra
 relay token) can reach a provider; there is no cookie jar, no proxy from the environment, and
 redirects are never followed (a redirect could carry the key to a host nobody registered).
 Connections are pooled per origin in an LRU of `MAX_ORIGINS` pools, each at most `PER_ORIGIN`
-connections and closed after `IDLE` seconds unused, so a thousand client base URLs cost a
-bounded amount of memory and descriptors.
+connections, closed after `IDLE` seconds unused; at most `MAX_IDLE` idle connections are kept
+over all origins (the least recently used origins' go first). So a thousand client base URLs
+keep their connections warm, and cost a bounded number of descriptors.
 
 Calls to a client-chosen base URL (`Target.client_url`) resolve the host name under the
 base-URL policy (`gateway.policy.baseurls`) and connect only to the addresses it approves;
@@ -46,9 +47,10 @@ __all__ = ["ProviderAnswer", "ProviderPool"]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_AFTER = 10.0
-MAX_ORIGINS = 256
+MAX_ORIGINS = 2048
 PER_ORIGIN = 64
 IDLE = 30.0
+MAX_IDLE = 1024
 DNS_TTL = 60.0
 MAX_DNS = 1024
 # A provider's whole (non-streamed) answer is read into memory up to this size.
@@ -239,6 +241,7 @@ class ProviderPool:
         self._pools: OrderedDict[tuple[str, str, int, bool], Pool] = OrderedDict()
         self._dns: OrderedDict[tuple[str, int, bool], tuple[float, list[str]]] = OrderedDict()
         self._tls: ssl.SSLContext | None = None
+        self._idle = 0  # idle connections over every origin's pool
         self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -260,6 +263,7 @@ class ProviderPool:
             acquire_timeout=min(10.0, self._timeout),
             connect_timeout=min(10.0, self._timeout),
             idle_timeout=IDLE,
+            on_idle=self._idle_changed,
         )
         self._pools[key] = pool
         while len(self._pools) > MAX_ORIGINS:
@@ -268,6 +272,14 @@ class ProviderPool:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return pool
+
+    def _idle_changed(self, delta: int) -> None:
+        self._idle += delta
+        if delta > 0 and self._idle > MAX_IDLE:
+            for pool in self._pools.values():  # least recently used origins first
+                pool.close_idle()
+                if self._idle <= MAX_IDLE * 3 // 4:
+                    break
 
     async def _addresses(self, host: str, port: int, *, guarded: bool) -> list[str]:
         key = (host, port, guarded)

@@ -49,6 +49,14 @@ class SSEParser:
                 chunk = chunk[1:]
         self._buffer += chunk
         events: list[SSEEvent] = []
+        if b"\r" not in self._buffer:
+            # What providers send: LF line ends only. One split instead of a search per line.
+            *lines, rest = bytes(self._buffer).split(b"\n")
+            self._buffer = bytearray(rest)
+            for line in lines:
+                if (event := self._line(line)) is not None:
+                    events.append(event)
+            return events
         start = 0
         while (match := _EOL.search(self._buffer, start)) is not None:
             if match.group() == b"\r" and match.end() == len(self._buffer):

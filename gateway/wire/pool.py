@@ -40,6 +40,7 @@ class Pool:
         acquire_timeout: float,
         connect_timeout: float,
         idle_timeout: float = 30.0,
+        on_idle: Callable[[int], None] | None = None,
     ) -> None:
         self._connect = connect
         self.limit = limit
@@ -47,6 +48,8 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self._idle: list[ClientConnection] = []
+        # Told +1 / -1 as connections become idle or stop being idle (an owner's total).
+        self._on_idle = on_idle
         self._open: set[ClientConnection] = set()
         self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -69,12 +72,15 @@ class Pool:
             if not fresh:
                 while self._idle:
                     conn = self._idle.pop()
+                    self._idle_changed(-1)
                     if conn.reusable:
                         return conn
                     self._drop(conn)
             elif self._idle and len(self._open) + self._connecting >= self.limit:
                 # Make room for the fresh one by closing the oldest idle connection.
-                self._drop(self._idle.pop(0))
+                oldest = self._idle.pop(0)
+                self._idle_changed(-1)
+                self._drop(oldest)
             if len(self._open) + self._connecting < self.limit:
                 return await self._new()
             loop = asyncio.get_running_loop()
@@ -98,6 +104,7 @@ class Pool:
         if reuse and conn.reusable and not self.closed:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
+            self._idle_changed(+1)
             self._schedule_sweep()
         else:
             self._drop(conn)
@@ -141,9 +148,18 @@ class Pool:
 
     def _forget(self, conn: ClientConnection) -> None:
         self._open.discard(conn)
-        with contextlib.suppress(ValueError):
+        if conn in self._idle:
             self._idle.remove(conn)
+            self._idle_changed(-1)
         self._wake()
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def _idle_changed(self, delta: int) -> None:
+        if self._on_idle is not None:
+            self._on_idle(delta)
 
     def _wake(self) -> None:
         while self._waiters:
