@@ -23,12 +23,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import cli
-from gateway.http.app import create_app
-from gateway.proxy.managed import free_port
-from gateway.settings import Settings
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
-from tests.frontserver import GatewayTestServer
-from tests.powermem_server import EMBEDDING_DIMS, powermem_env
+from tests.frontserver import managed_gateway
+from tests.powermem_server import EMBEDDING_DIMS
 
 pytestmark = pytest.mark.e2e
 
@@ -70,27 +67,16 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, Fakes]]:
     fakes = Fakes()
     for fake in (*fakes.llms.values(), fakes.embedder):
         await fake.start()
-    env_file = tmp_path / "powermem.env"
-    env = {
-        **powermem_env(tmp_path, fakes.embedder.url),
-        "LLM_PROVIDER": "openai",
-        "LLM_API_KEY": DEFAULT_KEY,
-        "LLM_MODEL": "default-model",
-        "OPENAI_LLM_BASE_URL": fakes.default.url,
-    }
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    port = free_port()
-    settings = Settings(
-        port=port,
+    server, url, _ = await managed_gateway(
+        tmp_path,
+        embedding_url=fakes.embedder.url,
+        default_url=fakes.default.url,
+        default_key=DEFAULT_KEY,
         # Where the CLI on this machine looks for the admin token (HOME is a fresh folder).
         data_dir=Path.home() / ".powermem" / "gateway",
-        instances_file=tmp_path / "instances.yaml",
-        env_file=env_file,
     )
-    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
     try:
-        yield f"http://127.0.0.1:{port}", fakes
+        yield url, fakes
     finally:
         await server.close()
         for fake in (*fakes.llms.values(), fakes.embedder):

@@ -22,14 +22,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.http.app import create_app
 from gateway.http.appkeys import RELAY, UPSTREAM
-from gateway.proxy.managed import ManagedUpstream, free_port
-from gateway.settings import Settings
+from gateway.proxy.managed import ManagedUpstream
 from tests.conftest import needs_admin
 from tests.fakes.providers import FakeAnthropic, FakeOpenAI
-from tests.frontserver import GatewayTestServer
-from tests.powermem_server import EMBEDDING_DIMS, powermem_env
+from tests.frontserver import managed_gateway
+from tests.powermem_server import EMBEDDING_DIMS
 
 pytestmark = pytest.mark.e2e
 
@@ -97,28 +95,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     for fake in (*fakes, embedder):
         await fake.start()
     anthropic, openai, deepseek, default = fakes
-    env_file = tmp_path / "powermem.env"
-    env = {
-        **powermem_env(tmp_path, embedder.url),
-        "LLM_PROVIDER": "openai",
-        "LLM_API_KEY": DEFAULT_KEY,
-        "LLM_MODEL": "default-model",
-        "OPENAI_LLM_BASE_URL": default.url,
-    }
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    port = free_port()
-    settings = Settings(
-        port=port,
-        data_dir=tmp_path / "data",
-        instances_file=tmp_path / "instances.yaml",
-        env_file=env_file,
+    server, url, settings = await managed_gateway(
+        tmp_path, embedding_url=embedder.url, default_url=default.url, default_key=DEFAULT_KEY
     )
-    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
     session = aiohttp.ClientSession()
     try:
         yield Stack(
-            url=f"http://127.0.0.1:{port}",
+            url=url,
             server=server,
             session=session,
             anthropic=anthropic,  # type: ignore[arg-type]

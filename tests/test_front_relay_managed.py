@@ -11,13 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.http.app import create_app
 from gateway.http.appkeys import METRICS, RELAY, UPSTREAM
-from gateway.proxy.managed import free_port
-from gateway.settings import Settings
 from tests.fakes.providers import FakeOpenAI
-from tests.frontserver import GatewayTestServer
-from tests.powermem_server import EMBEDDING_DIMS, powermem_env
+from tests.frontserver import GatewayTestServer, managed_gateway
+from tests.powermem_server import EMBEDDING_DIMS
 
 pytestmark = pytest.mark.e2e
 
@@ -50,25 +47,9 @@ async def test_in_managed_mode_only_forwarded_requests_spend_a_key(tmp_path: Pat
     embedder = FakeOpenAI(embedding_dims=EMBEDDING_DIMS)
     for fake in (default, provider, embedder):
         await fake.start()
-    env_file = tmp_path / "powermem.env"
-    env = {
-        **powermem_env(tmp_path, embedder.url),
-        "LLM_PROVIDER": "openai",
-        "LLM_API_KEY": DEFAULT_KEY,
-        "LLM_MODEL": "default-model",
-        "OPENAI_LLM_BASE_URL": default.url,
-    }
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    port = free_port()
-    settings = Settings(
-        port=port,
-        data_dir=tmp_path / "data",
-        instances_file=tmp_path / "instances.yaml",
-        env_file=env_file,
+    server, url, _ = await managed_gateway(
+        tmp_path, embedding_url=embedder.url, default_url=default.url, default_key=DEFAULT_KEY
     )
-    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
             body = {"provider": "openai", "model": "m1", "api_key": KEY, "base_url": provider.url}
