@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,22 @@ async def managed_gateway(
         "OPENAI_LLM_BASE_URL": default_url,
     }
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    port = free_port()
-    settings = Settings(
-        port=port,
-        data_dir=data_dir or root / "data",
-        instances_file=root / "instances.yaml",
-        env_file=env_file,
-    )
-    server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    return server, f"http://127.0.0.1:{port}", settings
+    for attempt in range(3):
+        # A free port can be taken by someone's outgoing connection before we bind it.
+        port = free_port()
+        settings = Settings(
+            port=port,
+            data_dir=data_dir or root / "data",
+            instances_file=root / "instances.yaml",
+            env_file=env_file,
+        )
+        server = GatewayTestServer(create_app(settings), host="127.0.0.1", port=port)
+        try:
+            await server.start_server()
+        except OSError as exc:
+            await server.close()
+            if exc.errno != errno.EADDRINUSE or attempt == 2:
+                raise
+            continue
+        return server, f"http://127.0.0.1:{port}", settings
+    raise AssertionError("unreachable")

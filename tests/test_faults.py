@@ -477,5 +477,8 @@ async def test_a_soak_of_mixed_requests_leaks_no_descriptors_or_memory(
             await asyncio.sleep(0.5)
             fds_after, rss_after = process_usage(process.proc.pid)
 
-    assert fds_after <= fds_before + 5, (fds_before, fds_after)
+    # Pools keep what the last burst left idle, which differs from one moment to the next by
+    # up to one connection per concurrent request (16); a leak of a descriptor per error or
+    # per stream would show as hundreds over 3 000 requests.
+    assert fds_after <= fds_before + 16, (fds_before, fds_after)
     assert rss_after <= rss_before + 30 * 1024, (rss_before, rss_after)

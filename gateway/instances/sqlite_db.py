@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from gateway.files import ensure_private_file
 __all__ = ["COLUMNS", "DB_FILE", "SELECT", "Database", "storage_error"]
 
 DB_FILE = "registry.sqlite3"
+# Seconds a process opening the registry waits for another that is switching it to WAL.
+WAL_WAIT = 10.0
 # The `instances` columns in `Row` order.
 COLUMNS = (
     "instance_id, client, provider, model, api_key, masked_key, base_url, config_digest, "
@@ -112,12 +115,28 @@ class Database:
         except sqlite3.Error as exc:
             raise storage_error(exc) from None
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except BaseException:
             self.db.close()
             raise
+
+    def _use_wal(self) -> None:
+        """WAL, once per file (the mode is stored in it). Switching takes an exclusive lock for
+        which SQLite may answer "locked" at once instead of waiting, when several processes
+        open a new registry together: wait for the one that switches, within the timeout."""
+        deadline = time.monotonic() + WAL_WAIT
+        while True:
+            try:
+                (mode,) = self.db.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         if self.one("PRAGMA user_version")[0] == SCHEMA_VERSION:
