@@ -31,6 +31,7 @@ __all__ = [
     "default_instances_file",
     "default_workers",
     "environ_values",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "POWERMEM_GATEWAY_"
@@ -48,6 +49,8 @@ FILE_VARIANTS: dict[str, str] = {
 }
 # Variables whose name does not follow `<PREFIX><FIELD>`.
 _RENAMED = {"POWERMEM_ENV_FILE": "env_file", f"{ENV_PREFIX}PREVIOUS_SECRET": "previous_secrets"}
+# Read by docker/compose.yaml on the host (the published port), never by the gateway.
+_NOT_OURS = frozenset({f"{ENV_PREFIX}HOST_PORT"})
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -87,6 +90,21 @@ def _read_secret_file(variable: str, path: str) -> str:
     if not value:
         raise SettingsFileError(f"{variable}={path}: that file is empty.")
     return value
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`POWERMEM_GATEWAY_*` variables that no setting reads: a misspelt name would otherwise
+    be ignored without a word (`serve` says so; a container file is tested against it)."""
+    fields = Settings.model_fields
+    unknown = []
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name in _RENAMED or name in _NOT_OURS:
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key.lower() in fields or key.removesuffix("_FILE") in FILE_VARIANTS:
+            continue
+        unknown.append(name)
+    return sorted(unknown)
 
 
 def environ_values(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -104,6 +104,26 @@ async def test_admin_token_from_a_file_opens_the_wide_listener(
         serve.stop()
 
 
+async def test_a_misspelt_gateway_variable_is_named_not_silently_ignored(
+    clean_env: Path, upstream: TestServer
+) -> None:
+    """POWERMEM_GATEWAY_ADMIN_TOKN (a typo): serve starts, and says the name is no setting."""
+    serve = start_serve(
+        clean_env,
+        "--upstream",
+        str(upstream.make_url("")).rstrip("/"),
+        *UPSTREAM_ARGS,
+        env={"POWERMEM_GATEWAY_ADMIN_TOKN": "a-long-admin-token-misspelt-0123"},
+    )
+    try:
+        await serve.wait_for("/gateway/health")
+    finally:
+        serve.stop()
+    output = serve.output()
+    assert "POWERMEM_GATEWAY_ADMIN_TOKN is not a setting of this gateway" in output
+    assert "a-long-admin-token-misspelt-0123" not in output
+
+
 async def test_no_env_file_says_what_is_missing_and_how_to_fix_it(clean_env: Path) -> None:
     """Managed mode without ~/.powermem/.env: exit 1 naming the file and `init`."""
     serve = start_serve(clean_env)

@@ -21,7 +21,7 @@ from gateway.process.progress import Console
 from gateway.process.supervisor import supervise
 from gateway.proxy.envcheck import env_problems
 from gateway.proxy.upstream_env import read_env_file
-from gateway.settings import MAX_DEFAULT_WORKERS, Settings
+from gateway.settings import MAX_DEFAULT_WORKERS, Settings, unknown_variables
 
 __all__ = ["exposure_problem", "serve"]
 
@@ -38,6 +38,8 @@ def exposure_problem(settings: Settings) -> str | None:
 
 
 def _preflight(settings: Settings, console: Console) -> None:
+    for name in unknown_variables(os.environ):
+        console.shout(f"{name} is not a setting of this gateway and is ignored (misspelt?)")
     if settings.upstream is not None:
         return
     problems = env_problems(settings.env_file, read_env_file(settings.env_file))
