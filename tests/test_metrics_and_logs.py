@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
@@ -74,6 +75,34 @@ async def test_metrics_count_requests_by_route_class_and_status(gateway: Client)
         == 1
     )
     assert samples[("powermem_gateway_request_duration_seconds_count", (("route", "proxy"),))] == 2
+
+
+async def test_metrics_are_gzipped_only_for_a_scraper_that_accepts_gzip(gateway: Client) -> None:
+    """Prometheus says `Accept-Encoding: gzip`; a scraper that does not (or refuses gzip with
+    q=0) gets the text. Both are the same rendering, and no `_created` series doubles it."""
+    assert (await gateway.get("/api/v1/memories")).status == 200
+    bodies, codings = {}, {}
+    for accept in ("gzip", "deflate, gzip;q=0.5", "identity", "gzip;q=0", "*", ""):
+        response = await gateway.get(
+            "/metrics", headers={"Accept-Encoding": accept}, auto_decompress=False
+        )
+        assert response.status == 200
+        assert response.headers["Vary"] == "Accept-Encoding"
+        raw = await response.read()
+        codings[accept] = response.headers.get("Content-Encoding", "")
+        bodies[accept] = gzip.decompress(raw) if codings[accept] == "gzip" else raw
+    assert codings == {
+        "gzip": "gzip",
+        "deflate, gzip;q=0.5": "gzip",
+        "identity": "",
+        "gzip;q=0": "",
+        "*": "",
+        "": "",
+    }
+    assert len(set(bodies.values())) == 1  # one rendering per RENDER_TTL, whatever the coding
+    text = bodies["gzip"].decode()
+    assert "powermem_gateway_requests_total" in text
+    assert "_created" not in text
 
 
 async def test_relay_metrics_are_labelled_by_instance_and_client_never_by_key(

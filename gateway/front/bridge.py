@@ -54,7 +54,7 @@ class Bridge:
             self.pool,
             target=route.target.encode(),
             headers=_app_headers(ex),
-            rewrite=_unchanged,
+            rewrite=lambda status, headers: _held_if_refused(ex, status, headers),
             timeout=BRIDGE_TIMEOUT,
             name="gateway's own",
         )
@@ -70,5 +70,7 @@ def _app_headers(ex: Exchange) -> list[Header]:
     return out
 
 
-def _unchanged(status: int, headers: list[Header]) -> list[Header]:
+def _held_if_refused(ex: Exchange, status: int, headers: list[Header]) -> list[Header]:
+    """Every 429 of the app is the gateway's own refusal (admin back-off, instance caps)."""
+    ex.refused = status == 429
     return headers

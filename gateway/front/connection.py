@@ -54,6 +54,9 @@ class Limits(Protocol):
     @property
     def keepalive_timeout(self) -> float: ...
 
+    @property
+    def refused_hold(self) -> float: ...
+
 
 class Server(Protocol):
     """What a connection needs from its server (`gateway.front.server.FrontServer`)."""
@@ -83,6 +86,9 @@ class FrontProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
         self._body_paused = False
+        # Not read for a while after refusals in a row (gateway.front.server.Limits.refused_hold).
+        self._refusals = 0
+        self._held = False
         self._closing = False
         # The request being parsed (its head, until the head completes).
         self._url = b""
@@ -297,6 +303,22 @@ class FrontProtocol(asyncio.Protocol):
                 self.server.refuse(self, self._refusal)
             self._close()
             return
+        self._refusals = self._refusals + 1 if exchange.refused else 0
+        if self._refusals > 1 and (hold := self.server.limits.refused_hold) > 0:
+            # Refused (429) again: nothing more is read on this connection for a while.
+            self._pause_reading()
+            self._held = True
+            asyncio.get_running_loop().call_later(hold, self._release)
+            return
+        self._next()
+
+    def _release(self) -> None:
+        self._held = False
+        if self.transport is not None and not self._closing:
+            self._next()
+
+    def _next(self) -> None:
+        """The connection is free: start a pipelined request, or wait for the next one."""
         if self._body_paused:
             self.resume_body()
         if self._queue:
@@ -366,7 +388,12 @@ class FrontProtocol(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self._body_paused:
+        if (
+            self._reading_paused
+            and self.transport is not None
+            and not self._body_paused
+            and not self._held
+        ):
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):
                 self.transport.resume_reading()

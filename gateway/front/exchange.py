@@ -168,6 +168,7 @@ class Exchange:
         "on_drain",
         "on_gone",
         "peer",
+        "refused",
         "started",
         "status",
         "target",
@@ -201,6 +202,9 @@ class Exchange:
         self.finished = False
         self.aborted = False
         self.chunked_out = False
+        # Answered with a 429 of the gateway's own: a connection refused twice in a row is
+        # held a while before its next request is read (front.server.Limits.refused_hold).
+        self.refused = False
         self._length: int | None = None
         # Output not yet written: a head waits for the body that comes with it, so a small
         # answer leaves in one write (see `flush`).

@@ -17,7 +17,7 @@ from functools import partial
 
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from gateway.front.access import account
 from gateway.front.exchange import Exchange
 from gateway.front.forward import forward
@@ -62,11 +62,8 @@ class InFlightFull(GatewayError):
     code = "TOO_MANY_REQUESTS_IN_FLIGHT"
 
 
-class TooManyStreams(GatewayError):
+class TooManyStreams(RateLimited):
     """One client address holds too many long streams open."""
-
-    status = 429
-    code = "RATE_LIMIT_EXCEEDED"
 
 
 @dataclass(slots=True)

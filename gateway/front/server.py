@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from gateway.front.connection import FrontProtocol
 from gateway.front.exchange import Exchange
 from gateway.http.envelope import error_body
@@ -42,6 +42,13 @@ class Limits:
     connections_per_client: int = 512
     # How often the same client's slow or refused connections are logged (one line each).
     log_interval: float = 60.0
+    # Seconds a connection is not read after the gateway refused two of its requests in a
+    # row with 429: a client that retries at once instead of after `Retry-After` costs
+    # nothing while it waits, so a flood of refused requests cannot take the CPU from
+    # everyone else. A single refusal is not held (the client's next, different request on
+    # that connection goes at once); other connections, even from the same address, are
+    # not slowed; the per-address connection cap bounds how many a client can have waiting.
+    refused_hold: float = 1.0
 
 
 # Distinct client addresses remembered for "logged recently" (oldest forgotten first).
@@ -154,6 +161,7 @@ def answer(exchange: Exchange, exc: GatewayError, *, openai_shape: bool = False)
     if exchange.started:
         exchange.abort()
         return
+    exchange.refused = isinstance(exc, RateLimited)
     body = error_body(exc, openai_shape=openai_shape)
     headers = [(b"Content-Type", b"application/json")]
     headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
