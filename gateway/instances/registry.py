@@ -44,6 +44,7 @@ from gateway.instances.credentials import hash_secret, new_secret, secret_matche
 from gateway.instances.keyaccess import KeyOpener
 from gateway.instances.keystore import KeyStore
 from gateway.instances.model import InstanceConfig, InstanceRecord, candidate_id, config_digest
+from gateway.instances.parsed import ParsedConfigs
 from gateway.instances.upgrade import upgrade_ciphertexts
 from gateway.instances.usage import UsageBook, current_hour, shape
 from gateway.instances.writes import RowMaker
@@ -113,6 +114,7 @@ class Registry(RegistryAdmin):
             undo.pop_all()
         self._data = CachedStore(store, changes)
         self._rows = RowMaker(self.keys, self.digest)
+        self.parsed = ParsedConfigs(self.digest)
         self._usage = UsageBook()
         # One creation per configuration in flight; bounded by the requests in flight.
         self._inflight: dict[str, asyncio.Future[tuple[InstanceRecord, bool, str | None]]] = {}
@@ -218,14 +220,18 @@ class Registry(RegistryAdmin):
         source: str = "",
         implicit: bool = False,
         privileged: bool = False,
+        digest: str | None = None,
     ) -> tuple[InstanceRecord, bool]:
         """The instance for a configuration, created on first sight; True when just created.
 
         `source` is the caller's address (audit log, per-address cap); `implicit` marks a
         creation by a proxied request's headers; `privileged` (the admin token) skips the
-        caps on new instances. No secret is issued here: see `register`.
+        caps on new instances; `digest`, when the caller has it (`parsed`), saves the HMAC.
+        No secret is issued here: see `register`.
         """
-        record, created, _ = await self._resolve(config, source, implicit, privileged, False)
+        record, created, _ = await self._resolve(
+            config, source, implicit, privileged, False, digest
+        )
         return record, created
 
     async def register(
@@ -235,9 +241,15 @@ class Registry(RegistryAdmin):
         return Registration(*await self._resolve(config, source, False, privileged, self.shared))
 
     async def _resolve(
-        self, config: InstanceConfig, source: str, implicit: bool, privileged: bool, secret: bool
+        self,
+        config: InstanceConfig,
+        source: str,
+        implicit: bool,
+        privileged: bool,
+        secret: bool,
+        digest: str | None = None,
     ) -> tuple[InstanceRecord, bool, str | None]:
-        digest = self.digest(config)
+        digest = digest or self.digest(config)
         if (yaml_id := self._file.by_digest.get(digest)) is not None:
             return self._file.records[yaml_id], False, None
         self.check_base_url(config)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError, InvalidConfig, InvalidHeader
-from gateway.instances.model import INSTANCE_ID_RE, InstanceConfig, InstanceRecord
+from gateway.instances.model import INSTANCE_ID_RE, InstanceRecord
 from gateway.instances.registry import Registry
 
 __all__ = [
@@ -35,6 +35,7 @@ _LLM_FIELDS = {
     "api_key": b"x-powermem-llm-api-key",
     "base_url": b"x-powermem-llm-base-url",
 }
+_LLM_HEADERS = tuple(_LLM_FIELDS.values())
 CLIENT = b"x-powermem-client"
 # Every `X-PowerMem-*` request header there is (lower-case → how the docs spell it).
 HEADER_NAMES = {
@@ -121,8 +122,6 @@ async def bind(
     source: str = "",
 ) -> Binding | None:
     """The instance the request names or describes; None for a plain (fallback) request."""
-    llm = {field: ours.get(header) for field, header in _LLM_FIELDS.items()}
-    has_llm = any(v is not None for v in llm.values())
     secret = ours.get(SECRET)
     if scope is not None:
         instance_id, _, scoped_secret = scope.partition("~")
@@ -135,8 +134,8 @@ async def bind(
         secret = scoped_secret or secret
     elif INSTANCE in ours:
         instance_id = _instance_id(ours[INSTANCE], "X-PowerMem-Instance")
-    elif has_llm:
-        return await _implicit(llm, ours.get(CLIENT), registry, source)
+    elif any(header in ours for header in _LLM_HEADERS):
+        return await _implicit(ours, registry, source)
     else:
         return None
     record = await registry.get(instance_id)
@@ -150,15 +149,20 @@ async def bind(
     return Binding(record, created=False)
 
 
-async def _implicit(
-    llm: dict[str, str | None], client: str | None, registry: Registry, source: str
-) -> Binding:
+async def _implicit(ours: dict[bytes, str], registry: Registry, source: str) -> Binding:
+    fields = (
+        ours.get(_LLM_FIELDS["provider"]),
+        ours.get(_LLM_FIELDS["model"]),
+        ours.get(_LLM_FIELDS["api_key"]),
+        ours.get(_LLM_FIELDS["base_url"]),
+        ours.get(CLIENT),
+    )
     try:
-        config = InstanceConfig.parse(**llm, client=client)
+        config, digest = registry.parsed.get(fields)
     except InvalidConfig as exc:
         field = str(exc.details.get("field"))
         header = HEADER_NAMES.get(_LLM_FIELDS.get(field, CLIENT if field == "client" else b""), "")
         header = header or "X-PowerMem-LLM-*"
         raise InvalidHeader(f"{header}: {exc.message}", details={"header": header}) from None
-    record, created = await registry.resolve(config, source=source, implicit=True)
+    record, created = await registry.resolve(config, source=source, implicit=True, digest=digest)
     return Binding(record, created)
