@@ -81,7 +81,9 @@ class FrontProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.writing_paused = False
-        self._parser = HttpRequestParser(self)
+        # Dropped when the connection is lost: it holds our callbacks, a cycle that only the
+        # garbage collector would break, and its full collections stall the loop.
+        self._parser: HttpRequestParser | None = HttpRequestParser(self)
         self._queue: deque[Exchange] = deque()
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -118,12 +120,14 @@ class FrontProtocol(asyncio.Protocol):
         self._arm(self.server.limits.header_timeout, "header")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._parser = None
         if self.transport is None and not self._queue:
             return
         self.transport = None
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         broken = BodyBroken("the client closed the connection")
         for exchange in self._queue:
             exchange.body.end(broken)
@@ -147,8 +151,11 @@ class FrontProtocol(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserUpgrade as exc:
             self._upgrade(data, exc.args[0] if exc.args else len(data))
         except HttpParserError as exc:
@@ -202,6 +209,7 @@ class FrontProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
+        assert parser is not None  # only a live connection is parsed
         headers = self._headers
         length: int | None = None
         chunked = False

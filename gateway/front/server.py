@@ -70,6 +70,11 @@ class FrontServer:
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now."""
+        return len(self._tasks)
+
     # -- connections ------------------------------------------------------------------------
 
     def accept(self, protocol: FrontProtocol) -> bool:

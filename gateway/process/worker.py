@@ -20,12 +20,15 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
 from gateway.front.runner import GatewayRunner
+from gateway.front.server import FrontServer
 from gateway.http.app import create_app
 from gateway.observe.logs import configure_logging
+from gateway.process.collector import full_collections, take_over
 from gateway.process.loop import run
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -49,10 +52,14 @@ async def serve_app(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
+    front = cast(FrontServer, runner.server)
+    take_over()
+    collecting = asyncio.create_task(full_collections(lambda: front.in_flight > 0))
     try:
         await web.SockSite(runner, sock).start()
         await stop.wait()
     finally:
+        collecting.cancel()
         await runner.cleanup()
 
 

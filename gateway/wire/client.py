@@ -60,7 +60,9 @@ class ClientConnection(asyncio.Protocol):
         # Set by the pool: called once when the connection is gone for good.
         self.on_close: Callable[[ClientConnection], None] | None = None
         self._sink: ResponseSink | None = None
-        self._parser = HttpResponseParser(self)
+        # Dropped when the connection is lost: it holds our callbacks, a cycle that only the
+        # garbage collector would break, and its full collections stall the loop.
+        self._parser: HttpResponseParser | None = HttpResponseParser(self)
         self._headers: list[Header] = []
         self._head_bytes = 0
         self._informational = False
@@ -127,8 +129,11 @@ class ClientConnection(asyncio.Protocol):
             return
         self.responded = True
         sink = self._sink
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserError as exc:
             self._fail(UpstreamBroke(f"unparseable response ({type(exc).__name__})"))
         except UpstreamBroke as exc:
@@ -140,6 +145,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = None
         sink = self._sink
         if sink is not None and self._busy:
             if exc is None and self._close_delimited and not self._informational:
@@ -171,14 +177,16 @@ class ClientConnection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # only a live connection is parsed
+        status = parser.get_status_code()
         if 100 <= status < 200:
             # 100 Continue, 103 Early Hints: nothing the proxy passes on; the real head follows.
             self._informational = True
             self._headers = []
             return
         self._informational = False
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive()
         names = {name for name, _ in self._headers}
         self._close_delimited = (
             b"content-length" not in names
