@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.http import metrics as metrics_http
 from gateway.http.app import create_app
 from gateway.observe.logs import JsonFormatter, TextFormatter, redact
 from gateway.settings import Settings
@@ -77,9 +78,15 @@ async def test_metrics_count_requests_by_route_class_and_status(gateway: Client)
     assert samples[("powermem_gateway_request_duration_seconds_count", (("route", "proxy"),))] == 2
 
 
-async def test_metrics_are_gzipped_only_for_a_scraper_that_accepts_gzip(gateway: Client) -> None:
+async def test_metrics_are_gzipped_only_for_a_scraper_that_accepts_gzip(
+    operator: OperatorFactory,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Prometheus says `Accept-Encoding: gzip`; a scraper that does not (or refuses gzip with
     q=0) gets the text. Both are the same rendering, and no `_created` series doubles it."""
+    monkeypatch.setattr(metrics_http, "SCRAPES_PER_SECOND", 100)  # six scrapes at once here
+    gateway = await operator(create_app(make_settings()))
     assert (await gateway.get("/api/v1/memories")).status == 200
     bodies, codings = {}, {}
     for accept in ("gzip", "deflate, gzip;q=0.5", "identity", "gzip;q=0", "*", ""):

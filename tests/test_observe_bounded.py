@@ -178,10 +178,8 @@ def test_a_level_above_info_writes_no_access_line() -> None:
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client import generate_latest
-
     found = {}
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+    for family in text_string_to_metric_families(metrics.text().decode()):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
@@ -222,9 +220,11 @@ async def test_a_flood_of_scrapes_renders_once(
     """Many concurrent /metrics calls share one rendering, done off the event loop."""
     import threading
 
+    from gateway.http import metrics as metrics_http
     from gateway.http.app import create_app
     from gateway.observe import metrics as metrics_module
 
+    monkeypatch.setattr(metrics_http, "SCRAPES_PER_SECOND", 100)  # this test is not about it
     rendered: list[str] = []
     real = metrics_module.generate_latest
 
@@ -238,6 +238,28 @@ async def test_a_flood_of_scrapes_renders_once(
     assert {a.status for a in answers} == {200}
     assert len(rendered) == 1
     assert rendered[0] != threading.main_thread().name
+
+
+async def test_scrapes_past_five_a_second_from_one_address_are_refused(
+    operator: Any, make_settings: Callable[..., Any]
+) -> None:
+    """Even with the admin token: the text changes once a second, so a flood of scrapes gets
+    429 (with Retry-After, in the envelope) after its first five, and renders nothing more."""
+    from gateway.http.app import create_app
+    from gateway.http.metrics import SCRAPES_PER_SECOND
+
+    client = await operator(create_app(make_settings()))
+    answers = [await client.get("/metrics") for _ in range(SCRAPES_PER_SECOND + 2)]
+    statuses = [a.status for a in answers]
+    # A bucket refills continuously: a slow machine may earn one more scrape on the way.
+    assert statuses[:SCRAPES_PER_SECOND] == [200] * SCRAPES_PER_SECOND
+    assert statuses[-1] == 429
+    refused = answers[-1]
+    assert refused.headers["Retry-After"] == "1"
+    body = await refused.json()
+    assert body["success"] is False and body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    await asyncio.sleep(1.0 / SCRAPES_PER_SECOND + 0.05)
+    assert (await client.get("/metrics")).status == 200
 
 
 # -- known secrets ----------------------------------------------------------------------------
@@ -299,10 +321,8 @@ def test_the_hot_path_binds_no_label_once_warm(monkeypatch: pytest.MonkeyPatch) 
     def forbidden(*args: Any) -> Any:
         raise AssertionError("labels() on the hot path")
 
-    for family in (metrics.requests, metrics.latency, metrics.relay_calls, metrics.relay_errors):
+    for family in (metrics.requests, metrics.latency, metrics.relay_latency):
         monkeypatch.setattr(family, "labels", forbidden)
-    monkeypatch.setattr(metrics.relay_tokens, "labels", forbidden)
-    monkeypatch.setattr(metrics.relay_latency, "labels", forbidden)
     for _ in range(3):
         metrics.observe_request("proxy", 200, 0.001)
         metrics.relay_call(
@@ -322,3 +342,42 @@ async def test_a_flood_of_status_calls_asks_powermem_once(gateway: Any, recorder
     assert {a.status for a in answers} == {200}
     health = [r for r in recorder.requests if r.path_qs.endswith("/system/health")]
     assert len(health) == 1
+
+
+@given(st.lists(st.text(max_size=20), min_size=1, max_size=5))
+def test_per_instance_series_read_exactly_as_prometheus_client_writes_them(
+    clients: list[str],
+) -> None:
+    """Client labels are whatever a tool sends (quotes, backslashes, line breaks, any
+    script): each line is the one prometheus_client writes for the same counts, so no label
+    can break the exposition or forge a series."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    ours = Metrics()
+    registry = CollectorRegistry()
+    labels = ["instance_id", "client"]
+    calls = Counter("powermem_gateway_relay_calls", "Relayed LLM calls per instance.", labels,
+                    registry=registry)  # fmt: skip
+    errors = Counter("powermem_gateway_relay_errors", "Failed relayed LLM calls per instance.",
+                     labels, registry=registry)  # fmt: skip
+    tokens = Counter(
+        "powermem_gateway_relay_tokens",
+        "Tokens used by relayed LLM calls per instance (kind: prompt or completion).",
+        [*labels, "kind"],
+        registry=registry,
+    )
+    llm = Counter("powermem_gateway_llm_errors",
+                  "LLM calls that failed at the provider, per instance.", labels,
+                  registry=registry)  # fmt: skip
+    for n, client in enumerate(clients):
+        instance = f"pmem-{n:016x}"
+        ours.relay_call(instance_id=instance, client=client, provider="openai", seconds=0.1,
+                        error=n % 2 == 0, tokens=(n, 2 * n))  # fmt: skip
+        ours.llm_error(instance, client)
+        calls.labels(instance, client).inc()
+        errors.labels(instance, client).inc(1 if n % 2 == 0 else 0)
+        tokens.labels(instance, client, "prompt").inc(n)
+        tokens.labels(instance, client, "completion").inc(2 * n)
+        llm.labels(instance, client).inc()
+    expected = set(generate_latest(registry).decode().splitlines())
+    assert expected <= set(ours.text().decode().splitlines())

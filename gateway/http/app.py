@@ -19,6 +19,7 @@ from gateway.http.appkeys import (
     REGISTRY,
     RELAY,
     RUNTIME,
+    SCRAPES,
     SETTINGS,
     UPSTREAM,
     UPSTREAM_POOLS,
@@ -28,6 +29,7 @@ from gateway.http.envelope import error_middleware
 from gateway.http.gate import AdminGate
 from gateway.http.instances import routes as instance_routes
 from gateway.http.metrics import routes as metrics_routes
+from gateway.http.metrics import scrape_limit
 from gateway.http.openapi import routes as openapi_routes
 from gateway.http.peer import peer_middleware
 from gateway.http.ready import READINESS, Readiness
@@ -214,6 +216,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     ):
         remember_secret(secret)
     app[METRICS] = Metrics()
+    app[SCRAPES] = scrape_limit()
     app[UPSTREAM_HEALTH] = UpstreamHealth()
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_relay_ctx)

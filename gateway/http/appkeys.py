@@ -8,6 +8,7 @@ from aiohttp import web
 from gateway.http.gate import AdminGate
 from gateway.instances.registry import Registry
 from gateway.observe.metrics import Metrics
+from gateway.policy.ratelimit import TokenBuckets
 from gateway.proxy.ledger import Ledger
 from gateway.proxy.pools import UpstreamPools
 from gateway.proxy.upstream import Upstream
@@ -24,6 +25,7 @@ __all__ = [
     "REGISTRY",
     "RELAY",
     "RUNTIME",
+    "SCRAPES",
     "SETTINGS",
     "UPSTREAM",
     "UPSTREAM_POOLS",
@@ -41,6 +43,8 @@ UPSTREAM_POOLS = web.AppKey("upstream_pools", UpstreamPools)
 LEDGER = web.AppKey("ledger", Ledger)
 RELAY: web.AppKey[Relay] = web.AppKey("relay")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# Scrapes of /metrics per client address (gateway.http.metrics.SCRAPES_PER_SECOND).
+SCRAPES = web.AppKey("scrapes", TokenBuckets)
 
 # Per-request: which instance and client a request served, for the access log.
 INSTANCE_ID = web.RequestKey("instance_id", str)

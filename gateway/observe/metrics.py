@@ -5,8 +5,9 @@ Per-instance series are labelled by instance id and client label (ids are not se
 route classes and providers are fixed lists, statuses are the few the gateway answers (any
 other is `other`), and at most `MAX_INSTANCES` instance label sets exist; later instances
 are counted under `instance_id="other", client="other"`, so a flood of instances cannot grow
-`/metrics` without end (issue 12.1). Children are looked up once and kept (issue 14: no
-`labels()` on the hot path). Rendering runs off the event loop, at most once per
+`/metrics` without end (issue 12.1). Those are plain numbers written as text by
+`gateway.observe.instance_series`; the other children are looked up once and kept (issue 14:
+no `labels()` on the hot path). Rendering runs off the event loop, at most once per
 `RENDER_TTL` (a flood of scrapes shares one rendering), gzipped in the same thread for
 scrapers that accept it, as Prometheus does. No `_created` series: they double the text (one
 timestamp per counter child, ~1.3 MB at `MAX_INSTANCES`) and Prometheus does not need them.
@@ -31,6 +32,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from gateway.observe.instance_series import (
+    CALLS,
+    COMPLETION,
+    ERRORS,
+    LLM_ERRORS,
+    PROMPT,
+    InstanceSeries,
+)
 from gateway.providers import PROVIDERS
 
 __all__ = [
@@ -64,8 +73,7 @@ class Exposition:
     gzipped: bytes = b""
 
     @classmethod
-    def of(cls, registry: CollectorRegistry) -> Exposition:
-        text = generate_latest(registry)
+    def of(cls, text: bytes) -> Exposition:
         return cls(text, gzip.compress(text, compresslevel=1, mtime=0))
 
 
@@ -104,28 +112,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        labels = ["instance_id", "client"]
-        self.relay_calls = Counter(
-            "powermem_gateway_relay_calls", "Relayed LLM calls per instance.", labels, registry=r
-        )
-        self.relay_errors = Counter(
-            "powermem_gateway_relay_errors",
-            "Failed relayed LLM calls per instance.",
-            labels,
-            registry=r,
-        )
-        self.relay_tokens = Counter(
-            "powermem_gateway_relay_tokens",
-            "Tokens used by relayed LLM calls per instance (kind: prompt or completion).",
-            [*labels, "kind"],
-            registry=r,
-        )
-        self.llm_errors = Counter(
-            "powermem_gateway_llm_errors",
-            "LLM calls that failed at the provider, per instance.",
-            labels,
-            registry=r,
-        )
+        self.instances = InstanceSeries()
         self.relay_refused = Counter(
             "powermem_gateway_relay_refused",
             "Relay calls refused: no gateway baggage, or a nonce of no request in flight.",
@@ -142,7 +129,6 @@ class Metrics:
         self._requests: dict[tuple[str, int | str], Any] = {}
         self._latency = {route: self.latency.labels(route) for route in ROUTES}
         self._providers = {name: self.relay_latency.labels(name) for name in PROVIDERS}
-        self._instances: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._rendered = Exposition()
         self._rendered_at = -RENDER_TTL
         self._rendering: asyncio.Future[Exposition] | None = None
@@ -160,21 +146,15 @@ class Metrics:
         counter.inc()
         self._latency[route].observe(seconds)
 
-    def _instance(self, instance_id: str | None, client: str) -> tuple[Any, ...]:
+    def _instance(self, instance_id: str | None, client: str) -> list[Any]:
         key = (instance_id or "default", client)
-        found = self._instances.get(key)
+        found = self.instances.get(key)
         if found is None:
-            if len(self._instances) >= MAX_INSTANCES:
+            if len(self.instances) >= MAX_INSTANCES:
                 key = (OVERFLOW, OVERFLOW)
-                found = self._instances.get(key)
+                found = self.instances.get(key)
             if found is None:
-                found = self._instances[key] = (
-                    self.relay_calls.labels(*key),
-                    self.relay_errors.labels(*key),
-                    self.relay_tokens.labels(*key, "prompt"),
-                    self.relay_tokens.labels(*key, "completion"),
-                    self.llm_errors.labels(*key),
-                )
+                found = self.instances.add(key)
         return found
 
     def relay_call(
@@ -187,26 +167,24 @@ class Metrics:
         error: bool,
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
-        calls, errors, prompt, completion, _ = self._instance(instance_id, client)
+        row = self._instance(instance_id, client)
         latency = self._providers.get(provider)
         if latency is not None:
             latency.observe(seconds)
-        calls.inc()
+        row[CALLS] += 1
         if error:
-            errors.inc()
-        if tokens[0]:
-            prompt.inc(tokens[0])
-        if tokens[1]:
-            completion.inc(tokens[1])
+            row[ERRORS] += 1
+        row[PROMPT] += tokens[0]
+        row[COMPLETION] += tokens[1]
 
     def llm_error(self, instance_id: str | None, client: str) -> None:
         """A provider refused or failed an LLM call made for this instance."""
-        self._instance(instance_id, client)[4].inc()
+        self._instance(instance_id, client)[LLM_ERRORS] += 1
 
     @property
     def instance_series(self) -> int:
         """How many instance label sets exist (at most MAX_INSTANCES + the overflow one)."""
-        return len(self._instances)
+        return len(self.instances)
 
     # -- the scrape -----------------------------------------------------------------------------
 
@@ -215,9 +193,15 @@ class Metrics:
         if time.monotonic() - self._rendered_at < RENDER_TTL:
             return self._rendered
         if self._rendering is None:
-            self._rendering = asyncio.ensure_future(asyncio.to_thread(Exposition.of, self.registry))
+            self._rendering = asyncio.ensure_future(
+                asyncio.to_thread(lambda: Exposition.of(self.text()))
+            )
             self._rendering.add_done_callback(self._rendered_now)
         return await asyncio.shield(self._rendering)
+
+    def text(self) -> bytes:
+        """The exposition text: prometheus_client's families, then the per-instance ones."""
+        return generate_latest(self.registry) + self.instances.text().encode()
 
     def _rendered_now(self, done: asyncio.Future[Exposition]) -> None:
         self._rendering = None
