@@ -44,7 +44,8 @@ _ERRORS = {
     405: "Method not supported on this path.",
     409: "Conflicts with another or a read-only instance.",
     415: "The body is not declared application/json.",
-    429: "Too many attempts (failed admin authentications back off per address).",
+    429: "Too many attempts (failed admin authentications back off per address; /metrics "
+    "answers five scrapes a second per address).",
     503: "Not available right now (the registry, or powermem not ready yet).",
 }
 
