@@ -24,7 +24,8 @@ from gateway.http.appkeys import REGISTRY as REGISTRY_KEY
 from gateway.instances.model import InstanceConfig
 from gateway.instances.registry import Registry
 from gateway.observe.audit import AUDIT_FILE
-from gateway.policy.ratelimit import RateLimits, TokenBuckets, client_key
+from gateway.policy.backoff import address_key
+from gateway.policy.ratelimit import RateLimits, TokenBuckets
 from gateway.settings import Settings
 from tests.fakes.upstream import Recorder
 from tests.frontserver import GatewayTestServer
@@ -236,4 +237,4 @@ def test_client_limits_answer_429_with_retry_after() -> None:
 )
 def test_client_keys(address: str, key: str) -> None:
     """IPv4 as is (mapped ones too), IPv6 by /64, anything else verbatim."""
-    assert client_key(address) == key
+    assert address_key(address) == key

@@ -9,8 +9,8 @@ are counted under `instance_id="other", client="other"`, so a flood of instances
 `gateway.observe.instance_series`; the other children are looked up once and kept (issue 14:
 no `labels()` on the hot path). Rendering runs off the event loop, at most once per
 `RENDER_TTL` (a flood of scrapes shares one rendering), gzipped in the same thread for
-scrapers that accept it, as Prometheus does. No `_created` series: they double the text (one
-timestamp per counter child, ~1.3 MB at `MAX_INSTANCES`) and Prometheus does not need them.
+scrapers that accept it, as Prometheus does. No `_created` series: they doubled the text (one
+timestamp per counter child) and Prometheus does not need them.
 Each app has its own registry, so several gateways in one process (tests, benchmarks) never
 share counters.
 """
@@ -67,7 +67,7 @@ RENDER_TTL = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
-    """One rendering, plain and gzipped (level 1: a sixth of the size, ~10 ms at the cap)."""
+    """One rendering, plain and gzipped (level 1 at the cap: 520 KB to 19 KB in under 1 ms)."""
 
     text: bytes = b""
     gzipped: bytes = b""

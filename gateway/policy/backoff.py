@@ -21,7 +21,7 @@ __all__ = ["Backoff", "address_key"]
 
 
 def address_key(remote: str | None) -> str:
-    """The unit back-off counts in: the address, or its /64 for IPv6."""
+    """The unit back-off and the rate limits count in: the address, or its /64 for IPv6."""
     if not remote:
         return ""
     try:

@@ -13,17 +13,17 @@ addresses of one's own block buys nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.errors import InstanceCapReached, RateLimited
+from gateway.policy.backoff import address_key
 
 if TYPE_CHECKING:
     from gateway.policy.shared_limits import SharedWindows
 
-__all__ = ["Limiter", "RateLimits", "TokenBuckets", "client_key"]
+__all__ = ["Limiter", "RateLimits", "TokenBuckets"]
 
 MAX_KEYS = 100_000  # per table of buckets; the oldest bucket goes first beyond it
 
@@ -64,19 +64,6 @@ class TokenBuckets:
             return (1.0 - tokens) / self._rate
         self._buckets[key] = (tokens - 1.0, now)
         return 0.0
-
-
-def client_key(address: str) -> str:
-    """The key a client address is limited under: itself, or its /64 for IPv6."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 def _retry(wait: float) -> int:
@@ -130,7 +117,7 @@ class RateLimits:
     async def admit_client(self, address: str, *, route: str = "") -> None:
         """`check_client`, counted across replicas when Redis is given."""
         if self.client is not None:
-            key = f"{client_key(address)} {route}"
+            key = f"{address_key(address)} {route}"
             self._refuse_client(await self._shared_wait(self.client, "client", 60.0, key))
 
     async def admit_instance(self, instance_id: str) -> None:
@@ -144,7 +131,7 @@ class RateLimits:
         if self.registration is None or not address:
             return
         wait = await self._shared_wait(
-            self.registration, "registration", 3600.0, client_key(address)
+            self.registration, "registration", 3600.0, address_key(address)
         )
         self._refuse_registration(wait)
 
@@ -170,7 +157,7 @@ class RateLimits:
         raise `RateLimited`."""
         if self.client is None:
             return
-        self._refuse_client(self.client.hit(f"{client_key(address)} {route}"))
+        self._refuse_client(self.client.hit(f"{address_key(address)} {route}"))
 
     def _refuse_client(self, wait: float) -> None:
         if not wait or self.client is None:
@@ -191,7 +178,7 @@ class RateLimits:
         """
         if self.registration is None or not address:
             return
-        self._refuse_registration(self.registration.hit(client_key(address)))
+        self._refuse_registration(self.registration.hit(address_key(address)))
 
     def _refuse_registration(self, wait: float) -> None:
         if not wait or self.registration is None:
